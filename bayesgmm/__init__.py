@@ -1,0 +1,28 @@
+"""bayesgmm: Gaussian mixtures as one generative model, fitted by JAX EM and by NumPyro NUTS.
+
+Importing bayesgmm turns on JAX's 64-bit mode so that float64 data is computed in float64
+(float32 data still runs in float32).
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from . import covariance, density, em  # noqa: E402
+from .estimator import ConvergenceWarning, GaussianMixture, n_parameters  # noqa: E402
+from .kmeans import KMeans  # noqa: E402
+from .params import GMMParams, Prior  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "GMMParams",
+    "GaussianMixture",
+    "KMeans",
+    "Prior",
+    "covariance",
+    "density",
+    "em",
+    "n_parameters",
+]

@@ -1,0 +1,477 @@
+"""The four covariance structures, each a small object with the same methods.
+
+This is the only module that knows the covariance types apart: the density, EM, the NumPyro
+model, the estimator and the plots all call these methods instead of branching on a string.
+
+Compact shapes of the covariance array (``covariances``) per type, with optional leading batch
+axes in front of each:
+
+============  =====================  ==================================================
+type          ``covariances`` shape  meaning
+============  =====================  ==================================================
+``full``      (K, d, d)              one full covariance matrix per component
+``tied``      (d, d)                 one covariance matrix shared by all components
+``diag``      (K, d)                 per-component variances of each feature
+``spherical`` (K,)                   one variance per component
+============  =====================  ==================================================
+
+Precision Cholesky factors follow scikit-learn: ``full``/``tied`` hold an upper-triangular
+``P`` with ``P @ P.T`` equal to the precision matrix; ``diag``/``spherical`` hold ``1/sqrt(var)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.linalg import solve_triangular
+
+__all__ = ["COVARIANCE_TYPES", "get_covariance_type", "CovarianceType"]
+
+
+def _eye_like(a):
+    return jnp.eye(a.shape[-1], dtype=a.dtype)
+
+
+def _add_diag(a, value):
+    return a + value * _eye_like(a)
+
+
+def _inv_chol_upper(cov):
+    """Upper-triangular ``P`` with ``P @ P.T == inv(cov)``, for (..., d, d) covariances."""
+    chol = jnp.linalg.cholesky(cov)
+    eye = jnp.broadcast_to(_eye_like(cov), cov.shape)
+    return jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
+
+
+def _log_det_tri(tri):
+    return jnp.sum(jnp.log(jnp.diagonal(tri, axis1=-2, axis2=-1)), axis=-1)
+
+
+class CovarianceType:
+    """Interface shared by the four covariance structures (see the module docstring)."""
+
+    name: str
+
+    # --- shapes and counting -------------------------------------------------------------
+    def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Free parameters of the covariances alone."""
+        raise NotImplementedError
+
+    # --- conversions ----------------------------------------------------------------------
+    def to_full(self, cov, n_components: int, n_features: int):
+        """Covariance matrices of shape (..., K, d, d)."""
+        raise NotImplementedError
+
+    def from_full(self, full):
+        """Compact covariances from (..., K, d, d) matrices (off-diagonals dropped as needed)."""
+        raise NotImplementedError
+
+    def precision_cholesky(self, cov):
+        raise NotImplementedError
+
+    def precisions(self, cov):
+        """Compact precisions (the inverse covariances), scikit-learn's ``precisions_``."""
+        raise NotImplementedError
+
+    def covariance_from_precision(self, prec):
+        raise NotImplementedError
+
+    def scale_tril(self, cov, n_components: int, n_features: int):
+        """Lower Cholesky factors of the covariances, shape (..., K, d, d)."""
+        return jnp.linalg.cholesky(self.to_full(cov, n_components, n_features))
+
+    # --- density --------------------------------------------------------------------------
+    def log_det_precision_cholesky(self, prec_chol, n_features: int):
+        """log det of the precision Cholesky factor, one value per component (K,) or ()."""
+        raise NotImplementedError
+
+    def sq_mahalanobis(self, X, means, prec_chol):
+        """Squared Mahalanobis distances, shape (n_samples, K). Unbatched parameters."""
+        raise NotImplementedError
+
+    # --- EM statistics and M-step ---------------------------------------------------------
+    def scatter(self, X, resp, centres):
+        """Responsibility-weighted scatter of ``X`` around ``centres``, additive over rows.
+
+        Centred at the component means (not raw second moments) so that float32 stays
+        accurate for small, far-away components.
+        """
+        raise NotImplementedError
+
+    def ml_covariance(self, nk, means, scatter, reg_covar):
+        """Maximum-likelihood covariances from statistics, plus ``reg_covar`` on diagonals."""
+        raise NotImplementedError
+
+    def map_covariance(self, nk, means_ml, scatter, reg_covar, prior):
+        """Closed-form posterior-mode covariances under the conjugate prior."""
+        raise NotImplementedError
+
+    # --- the prior -------------------------------------------------------------------------
+    def default_scale(self, X, n_components: int):
+        """mclust's default prior scale for this type (data-dependent)."""
+        raise NotImplementedError
+
+    def scale_shape(self, n_features: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def sample_components(self, prior, n_components: int, n_features: int):
+        """NumPyro sites for the component parameters; returns ``(means, covariances)``.
+
+        The same distributions give :meth:`log_prior`, so the NumPyro model and MAP-EM share
+        one prior by construction.
+        """
+        raise NotImplementedError
+
+    def log_prior(self, means, cov, prior):
+        """Log prior density of the component parameters (summed), unbatched."""
+        raise NotImplementedError
+
+    # --- checks on user input (NumPy, outside traced code) --------------------------------
+    def check_covariances(self, cov: np.ndarray, name: str) -> None:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<covariance type {self.name!r}>"
+
+    def __reduce__(self):
+        # Pickle by name so that unpickled objects are the registered singletons.
+        return (get_covariance_type, (self.name,))
+
+
+def _check_pd_matrices(mats: np.ndarray, name: str) -> None:
+    if not np.allclose(mats, np.swapaxes(mats, -1, -2), rtol=1e-6, atol=1e-10 * np.abs(mats).max()):
+        raise ValueError(f"{name} must be symmetric")
+    try:
+        np.linalg.cholesky(mats.astype(np.float64))
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"{name} must be positive definite") from exc
+
+
+def _check_positive(values: np.ndarray, name: str) -> None:
+    if np.any(values <= 0):
+        raise ValueError(f"{name} must be positive; got minimum {values.min()}")
+
+
+class _Full(CovarianceType):
+    name = "full"
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def to_full(self, cov, n_components, n_features):
+        return cov
+
+    def from_full(self, full):
+        return full
+
+    def precision_cholesky(self, cov):
+        return _inv_chol_upper(cov)
+
+    def precisions(self, cov):
+        p = _inv_chol_upper(cov)
+        return p @ jnp.swapaxes(p, -1, -2)
+
+    def covariance_from_precision(self, prec):
+        return self.precisions(prec)  # inversion of an SPD matrix is the same operation
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return _log_det_tri(prec_chol)
+
+    def sq_mahalanobis(self, X, means, prec_chol):
+        y = jnp.einsum("nd,kde->nke", X, prec_chol) - jnp.einsum("kd,kde->ke", means, prec_chol)
+        return jnp.sum(y * y, axis=-1)
+
+    def scatter(self, X, resp, centres):
+        diff = X[:, None, :] - centres[None, :, :]
+        return jnp.einsum("nk,nki,nkj->kij", resp, diff, diff)
+
+    def ml_covariance(self, nk, means, scatter, reg_covar):
+        return _add_diag(scatter / nk[:, None, None], reg_covar)
+
+    def map_covariance(self, nk, means_ml, scatter, reg_covar, prior):
+        d = means_ml.shape[-1]
+        delta = means_ml - prior.mean
+        shrink = (prior.mean_precision * nk / (prior.mean_precision + nk))[:, None, None]
+        num = prior.scale + scatter + shrink * delta[:, :, None] * delta[:, None, :]
+        den = (prior.dof + nk + d + 2)[:, None, None]
+        return _add_diag(num / den, reg_covar)
+
+    def default_scale(self, X, n_components):
+        d = X.shape[1]
+        cov = np.atleast_2d(np.cov(X, rowvar=False, ddof=1))
+        return cov * n_components ** (-2.0 / d)
+
+    def scale_shape(self, n_features):
+        return (n_features, n_features)
+
+    def _cov_dist(self, prior):
+        return dist.InverseWishart(prior.dof, scale_matrix=prior.scale)
+
+    def sample_components(self, prior, n_components, n_features):
+        with numpyro.plate("component", n_components):
+            cov = numpyro.sample("covariances", self._cov_dist(prior))
+            means = numpyro.sample(
+                "means",
+                dist.MultivariateNormal(prior.mean, covariance_matrix=cov / prior.mean_precision),
+            )
+        return means, cov
+
+    def log_prior(self, means, cov, prior):
+        lp_cov = self._cov_dist(prior).log_prob(cov)
+        lp_mean = dist.MultivariateNormal(
+            prior.mean, covariance_matrix=cov / prior.mean_precision
+        ).log_prob(means)
+        return jnp.sum(lp_cov) + jnp.sum(lp_mean)
+
+    def check_covariances(self, cov, name):
+        _check_pd_matrices(cov, name)
+
+
+class _Tied(CovarianceType):
+    name = "tied"
+
+    def shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def to_full(self, cov, n_components, n_features):
+        return jnp.broadcast_to(
+            cov[..., None, :, :], cov.shape[:-2] + (n_components,) + cov.shape[-2:]
+        )
+
+    def from_full(self, full):
+        return jnp.mean(full, axis=-3)
+
+    def precision_cholesky(self, cov):
+        return _inv_chol_upper(cov)
+
+    def precisions(self, cov):
+        p = _inv_chol_upper(cov)
+        return p @ jnp.swapaxes(p, -1, -2)
+
+    def covariance_from_precision(self, prec):
+        return self.precisions(prec)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return _log_det_tri(prec_chol)
+
+    def sq_mahalanobis(self, X, means, prec_chol):
+        y = (X @ prec_chol)[:, None, :] - (means @ prec_chol)[None, :, :]
+        return jnp.sum(y * y, axis=-1)
+
+    def scatter(self, X, resp, centres):
+        diff = X[:, None, :] - centres[None, :, :]
+        return jnp.einsum("nk,nki,nkj->ij", resp, diff, diff)
+
+    def ml_covariance(self, nk, means, scatter, reg_covar):
+        return _add_diag(scatter / jnp.sum(nk), reg_covar)
+
+    def map_covariance(self, nk, means_ml, scatter, reg_covar, prior):
+        n_components, d = means_ml.shape
+        delta = means_ml - prior.mean
+        shrink = prior.mean_precision * nk / (prior.mean_precision + nk)
+        num = prior.scale + scatter + jnp.einsum("k,ki,kj->ij", shrink, delta, delta)
+        den = prior.dof + jnp.sum(nk) + d + 1 + n_components
+        return _add_diag(num / den, reg_covar)
+
+    default_scale = _Full.default_scale
+    scale_shape = _Full.scale_shape
+    _cov_dist = _Full._cov_dist
+
+    def sample_components(self, prior, n_components, n_features):
+        cov = numpyro.sample("covariances", self._cov_dist(prior))
+        with numpyro.plate("component", n_components):
+            means = numpyro.sample(
+                "means",
+                dist.MultivariateNormal(prior.mean, covariance_matrix=cov / prior.mean_precision),
+            )
+        return means, cov
+
+    def log_prior(self, means, cov, prior):
+        lp_cov = self._cov_dist(prior).log_prob(cov)
+        lp_mean = dist.MultivariateNormal(
+            prior.mean, covariance_matrix=cov / prior.mean_precision
+        ).log_prob(means)
+        return lp_cov + jnp.sum(lp_mean)
+
+    def check_covariances(self, cov, name):
+        _check_pd_matrices(cov, name)
+
+
+class _Diag(CovarianceType):
+    name = "diag"
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def to_full(self, cov, n_components, n_features):
+        return cov[..., :, None] * jnp.eye(cov.shape[-1], dtype=cov.dtype)
+
+    def from_full(self, full):
+        return jnp.diagonal(full, axis1=-2, axis2=-1)
+
+    def precision_cholesky(self, cov):
+        return jax.lax.rsqrt(cov)
+
+    def precisions(self, cov):
+        return 1.0 / cov
+
+    def covariance_from_precision(self, prec):
+        return 1.0 / prec
+
+    def scale_tril(self, cov, n_components, n_features):
+        return self.to_full(jnp.sqrt(cov), n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return jnp.sum(jnp.log(prec_chol), axis=-1)
+
+    def sq_mahalanobis(self, X, means, prec_chol):
+        y = (X[:, None, :] - means[None, :, :]) * prec_chol[None, :, :]
+        return jnp.sum(y * y, axis=-1)
+
+    def scatter(self, X, resp, centres):
+        diff = X[:, None, :] - centres[None, :, :]
+        return jnp.einsum("nk,nkd->kd", resp, diff * diff)
+
+    def ml_covariance(self, nk, means, scatter, reg_covar):
+        return scatter / nk[:, None] + reg_covar
+
+    def map_covariance(self, nk, means_ml, scatter, reg_covar, prior):
+        delta = means_ml - prior.mean
+        shrink = (prior.mean_precision * nk / (prior.mean_precision + nk))[:, None]
+        num = prior.scale + scatter + shrink * delta * delta
+        return num / (prior.dof + nk + 3)[:, None] + reg_covar
+
+    def default_scale(self, X, n_components):
+        d = X.shape[1]
+        return np.var(X, axis=0, ddof=1) * n_components ** (-2.0 / d)
+
+    def scale_shape(self, n_features):
+        return (n_features,)
+
+    def sample_components(self, prior, n_components, n_features):
+        with numpyro.plate("feature", n_features, dim=-1), numpyro.plate(
+            "component", n_components, dim=-2
+        ):
+            cov = numpyro.sample("covariances", dist.InverseGamma(prior.dof / 2, prior.scale / 2))
+            means = numpyro.sample(
+                "means", dist.Normal(prior.mean, jnp.sqrt(cov / prior.mean_precision))
+            )
+        return means, cov
+
+    def log_prior(self, means, cov, prior):
+        lp_cov = dist.InverseGamma(prior.dof / 2, prior.scale / 2).log_prob(cov)
+        lp_mean = dist.Normal(prior.mean, jnp.sqrt(cov / prior.mean_precision)).log_prob(means)
+        return jnp.sum(lp_cov) + jnp.sum(lp_mean)
+
+    def check_covariances(self, cov, name):
+        _check_positive(cov, name)
+
+
+class _Spherical(CovarianceType):
+    name = "spherical"
+
+    def shape(self, n_components, n_features):
+        return (n_components,)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components
+
+    def to_full(self, cov, n_components, n_features):
+        return cov[..., None, None] * jnp.eye(n_features, dtype=cov.dtype)
+
+    def from_full(self, full):
+        return jnp.mean(jnp.diagonal(full, axis1=-2, axis2=-1), axis=-1)
+
+    def precision_cholesky(self, cov):
+        return jax.lax.rsqrt(cov)
+
+    def precisions(self, cov):
+        return 1.0 / cov
+
+    def covariance_from_precision(self, prec):
+        return 1.0 / prec
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return n_features * jnp.log(prec_chol)
+
+    def sq_mahalanobis(self, X, means, prec_chol):
+        diff = X[:, None, :] - means[None, :, :]
+        return jnp.sum(diff * diff, axis=-1) * (prec_chol * prec_chol)[None, :]
+
+    def scatter(self, X, resp, centres):
+        diff = X[:, None, :] - centres[None, :, :]
+        return jnp.einsum("nk,nk->k", resp, jnp.sum(diff * diff, axis=-1))
+
+    def ml_covariance(self, nk, means, scatter, reg_covar):
+        # scikit-learn: the mean over features of the diagonal variances.
+        return scatter / (nk * means.shape[-1]) + reg_covar
+
+    def map_covariance(self, nk, means_ml, scatter, reg_covar, prior):
+        d = means_ml.shape[-1]
+        delta = means_ml - prior.mean
+        shrink = prior.mean_precision * nk / (prior.mean_precision + nk)
+        num = prior.scale + scatter + shrink * jnp.sum(delta * delta, axis=-1)
+        return num / (prior.dof + (nk + 1) * d + 2) + reg_covar
+
+    def default_scale(self, X, n_components):
+        d = X.shape[1]
+        return np.asarray(np.mean(np.var(X, axis=0, ddof=1)) * n_components ** (-2.0 / d))
+
+    def scale_shape(self, n_features):
+        return ()
+
+    def sample_components(self, prior, n_components, n_features):
+        with numpyro.plate("component", n_components, dim=-1):
+            cov = numpyro.sample("covariances", dist.InverseGamma(prior.dof / 2, prior.scale / 2))
+        with numpyro.plate("feature", n_features, dim=-1), numpyro.plate(
+            "component", n_components, dim=-2
+        ):
+            means = numpyro.sample(
+                "means",
+                dist.Normal(prior.mean, jnp.sqrt(cov / prior.mean_precision)[:, None]),
+            )
+        return means, cov
+
+    def log_prior(self, means, cov, prior):
+        lp_cov = dist.InverseGamma(prior.dof / 2, prior.scale / 2).log_prob(cov)
+        lp_mean = dist.Normal(
+            prior.mean, jnp.sqrt(cov / prior.mean_precision)[:, None]
+        ).log_prob(means)
+        return jnp.sum(lp_cov) + jnp.sum(lp_mean)
+
+    def check_covariances(self, cov, name):
+        _check_positive(cov, name)
+
+
+COVARIANCE_TYPES: dict[str, CovarianceType] = {
+    c.name: c for c in (_Full(), _Tied(), _Diag(), _Spherical())
+}
+
+
+def get_covariance_type(name) -> CovarianceType:
+    """The covariance-type object registered under ``name`` (or ``name`` itself if an object)."""
+    if isinstance(name, CovarianceType):
+        return name
+    try:
+        return COVARIANCE_TYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {name!r}"
+        ) from None
+
+

@@ -1,0 +1,314 @@
+"""Expectation-maximisation for Gaussian mixtures, jitted once at module level.
+
+The E-step is written as responsibilities per block of rows (from :mod:`bayesgmm.density`),
+and the M-step as a function of additive sufficient statistics over those blocks
+(``nk = sum r``, ``sx = sum r x``, and the scatter ``sum r (x - m)(x - m)^T`` around the new
+means), so the same pieces serve chunked or multi-device EM. The loop is a
+``lax.while_loop``; ``n_init`` restarts run together under ``vmap``.
+
+Under a :class:`~bayesgmm.params.Prior` the M-step is the closed-form posterior mode and the
+recorded objective is the log posterior per sample (log-likelihood plus log prior, over
+``n_samples``); without one, it is the mean log-likelihood, exactly as in scikit-learn.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from jax.scipy.special import logsumexp
+
+from .covariance import get_covariance_type
+from .density import block_rows, prepare, weighted_log_prob_prepared
+from .kmeans import kmeans_fit, kmeans_plusplus
+from .params import GMMParams, Prior
+
+__all__ = [
+    "EMResult",
+    "SufficientStats",
+    "to_blocks",
+    "e_step",
+    "sufficient_stats",
+    "m_step",
+    "log_prior",
+    "initial_resp",
+    "fit_em",
+    "INIT_METHODS",
+]
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+class EMResult(NamedTuple):
+    """Outcome of EM runs; every field has a leading ``n_init`` axis from :func:`fit_em`.
+
+    Attributes
+    ----------
+    params : GMMParams
+        Parameters after the last M-step.
+    lower_bound : array ()
+        Objective at the last iteration (evaluated at the parameters before its M-step,
+        as scikit-learn's ``lower_bound_``).
+    lower_bounds : array (max_iter,)
+        Objective at every iteration; NaN after ``n_iter``.
+    n_iter : int array ()
+    converged : bool array ()
+    failed : bool array ()
+        A non-finite value appeared (a covariance lost positive definiteness); ``params``
+        then holds the last finite parameters.
+    """
+
+    params: GMMParams
+    lower_bound: jax.Array
+    lower_bounds: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    failed: jax.Array
+
+
+class SufficientStats(NamedTuple):
+    """Additive statistics of one M-step (sum them over row blocks or devices).
+
+    nk : (K,) sum of responsibilities
+    sx : (K, d) responsibility-weighted sum of x
+    """
+
+    nk: jax.Array
+    sx: jax.Array
+
+
+def to_blocks(X, n_components: int):
+    """Pad ``X`` (n, d) to whole blocks: returns ``(Xb (n_blocks, B, d), wb (n_blocks, B))``
+    where ``wb`` is 1 for real rows and 0 for padding."""
+    n, d = X.shape
+    block = min(block_rows(n_components, d), n)
+    n_blocks = -(-n // block)
+    pad = n_blocks * block - n
+    w = jnp.ones((n,), X.dtype)
+    if pad:
+        X = jnp.concatenate([X, jnp.zeros((pad, d), X.dtype)])
+        w = jnp.concatenate([w, jnp.zeros((pad,), X.dtype)])
+    return X.reshape(n_blocks, block, d), w.reshape(n_blocks, block)
+
+
+def e_step(Xb, wb, params: GMMParams):
+    """E-step over row blocks.
+
+    Returns
+    -------
+    loglik : array ()
+        Sum over real rows of ``log p(x_n)``.
+    resp : array (n_blocks, B, K)
+        Responsibilities (zero on padding rows).
+    """
+    prepared = prepare(params)
+
+    def body(total, blk):
+        xb, w = blk
+        wlp = weighted_log_prob_prepared(xb, prepared, params.covariance_type)
+        log_norm = logsumexp(wlp, axis=1)
+        resp = jnp.exp(wlp - log_norm[:, None]) * w[:, None]
+        return total + jnp.sum(log_norm * w), resp
+
+    return jax.lax.scan(body, jnp.zeros((), Xb.dtype), (Xb, wb))
+
+
+def sufficient_stats(Xb, rb) -> SufficientStats:
+    """First-order statistics from blocks of data and responsibilities."""
+    nk = jnp.sum(rb, axis=(0, 1))
+    sx = jnp.einsum("bnk,bnd->kd", rb, Xb)
+    return SufficientStats(nk, sx)
+
+
+def _scatter(Xb, rb, centres, ct):
+    def body(acc, blk):
+        return acc + ct.scatter(blk[0], blk[1], centres), None
+
+    zero = jnp.zeros_like(ct.scatter(Xb[0, :1], rb[0, :1], centres))
+    return jax.lax.scan(body, zero, (Xb, rb))[0]
+
+
+def m_step(Xb, rb, covariance_type: str, reg_covar, prior: Prior | None = None) -> GMMParams:
+    """M-step from data and responsibilities in blocks.
+
+    Maximum likelihood (scikit-learn's updates, including its ``10 * eps`` added to ``nk``)
+    or, with ``prior``, the closed-form posterior mode.
+    """
+    ct = get_covariance_type(covariance_type)
+    stats = sufficient_stats(Xb, rb)
+    nk = stats.nk + 10 * jnp.finfo(Xb.dtype).eps
+    means_ml = stats.sx / nk[:, None]
+    scatter = _scatter(Xb, rb, means_ml, ct)
+    if prior is None:
+        weights = nk / jnp.sum(nk)
+        return GMMParams.tree_unflatten(
+            ct.name, (weights, means_ml, ct.ml_covariance(nk, means_ml, scatter, reg_covar))
+        )
+    alpha = prior.weight_concentration
+    weights = nk + alpha - 1.0
+    weights = weights / jnp.sum(weights)
+    kappa = prior.mean_precision
+    means = (stats.sx + kappa * prior.mean) / (nk + kappa)[:, None]
+    cov = ct.map_covariance(nk, means_ml, scatter, reg_covar, prior)
+    return GMMParams.tree_unflatten(ct.name, (weights, means, cov))
+
+
+def log_prior(params: GMMParams, prior: Prior):
+    """Log prior density of unbatched parameters: Dirichlet weights plus the components'
+    conjugate prior (the same distributions the NumPyro model samples)."""
+    lp_w = dist.Dirichlet(prior.weight_concentration).log_prob(params.weights)
+    return lp_w + params.cov.log_prior(params.means, params.covariances, prior)
+
+
+def _objective(loglik, params, prior, n_samples):
+    if prior is None:
+        return loglik / n_samples
+    return (loglik + log_prior(params, prior)) / n_samples
+
+
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int) -> EMResult:
+    """One EM run from ``params0`` (unbatched)."""
+    n_samples = jnp.sum(wb)
+    dtype = Xb.dtype
+    ct = params0.covariance_type
+
+    def cond(state):
+        _, _, _, n_iter, converged, failed = state
+        return (n_iter < max_iter) & ~converged & ~failed
+
+    def body(state):
+        params, lb_prev, lbs, n_iter, _, _ = state
+        loglik, rb = e_step(Xb, wb, params)
+        lb = _objective(loglik, params, prior, n_samples)
+        new = m_step(Xb, rb, ct, reg_covar, prior)
+        failed = ~(jnp.isfinite(lb) & _all_finite(new))
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(failed, a, b), params, new)
+        converged = ~failed & (jnp.abs(lb - lb_prev) < tol)
+        lbs = lbs.at[n_iter].set(lb)
+        return params, lb, lbs, n_iter + 1, converged, failed
+
+    init = (
+        params0,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.full((max_iter,), jnp.nan, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(False),
+        ~_all_finite(params0),
+    )
+    params, lb, lbs, n_iter, converged, failed = jax.lax.while_loop(cond, body, init)
+    return EMResult(params, lb, lbs, n_iter, converged, failed)
+
+
+def initial_resp(key, X, n_components: int, method: str):
+    """Initial responsibilities (n_samples, K) by one of :data:`INIT_METHODS`
+    (scikit-learn's definitions: k-means labels, one-hot on k-means++ seeds, uniform random
+    rows normalised, or one-hot on random distinct data points)."""
+    n = X.shape[0]
+    if method == "kmeans":
+        labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
+        return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
+    if method == "k-means++":
+        _, idx = kmeans_plusplus(key, X, n_components)
+        return jnp.zeros((n, n_components), X.dtype).at[idx, jnp.arange(n_components)].set(1.0)
+    if method == "random":
+        r = jax.random.uniform(key, (n, n_components), X.dtype)
+        return r / jnp.sum(r, axis=1, keepdims=True)
+    if method == "random_from_data":
+        idx = jax.random.choice(key, n, (n_components,), replace=False)
+        return jnp.zeros((n, n_components), X.dtype).at[idx, jnp.arange(n_components)].set(1.0)
+    raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")
+
+
+def _resp_blocks(resp, Xb):
+    nb, b, _ = Xb.shape
+    pad = nb * b - resp.shape[0]
+    if pad:
+        resp = jnp.concatenate([resp, jnp.zeros((pad, resp.shape[1]), resp.dtype)])
+    return resp.reshape(nb, b, -1)
+
+
+@partial(
+    jax.jit,
+    static_argnames=("n_components", "covariance_type", "n_init", "init_params", "max_iter"),
+)
+def fit_em(
+    key,
+    X,
+    n_components: int,
+    covariance_type: str = "full",
+    *,
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    max_iter: int = 100,
+    tol=1e-3,
+    reg_covar=1e-6,
+    prior: Prior | None = None,
+    weights_init=None,
+    means_init=None,
+    covariances_init=None,
+    params_init: GMMParams | None = None,
+) -> EMResult:
+    """Fit a mixture by EM from ``n_init`` initialisations at once.
+
+    Parameters
+    ----------
+    key : jax.random key
+    X : array of shape (n_samples, n_features), float32 or float64 (the computation dtype)
+    n_components : int
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    n_init : int
+        Restarts, run together under ``vmap``.
+    init_params : str
+        One of :data:`INIT_METHODS`.
+    max_iter : int
+    tol, reg_covar : float
+        Traced, so changing them does not recompile.
+    prior : Prior, optional
+        MAP-EM under this prior.
+    weights_init : array (K,), optional
+    means_init : array (K, d), optional
+    covariances_init : array (compact shape), optional
+        User-given starting values override the initialisation's; when all three are given
+        no initialisation runs.
+    params_init : GMMParams, optional
+        Start every restart from these parameters (warm start).
+
+    Returns
+    -------
+    EMResult
+        With a leading axis of length ``n_init`` on every field.
+    """
+    ct = get_covariance_type(covariance_type)
+    dtype = X.dtype
+    Xb, wb = to_blocks(X, n_components)
+    if prior is not None:
+        prior = prior.astype(dtype)
+    tol = jnp.asarray(tol, dtype)
+    reg_covar = jnp.asarray(reg_covar, dtype)
+    keys = jax.random.split(key, n_init)
+
+    def start(key):
+        if params_init is not None:
+            return params_init.astype(dtype)
+        if weights_init is not None and means_init is not None and covariances_init is not None:
+            p = None
+        else:
+            resp = _resp_blocks(initial_resp(key, X, n_components, init_params), Xb)
+            # The initial M-step is always maximum likelihood, as in scikit-learn.
+            p = m_step(Xb, resp, ct.name, reg_covar)
+        w = p.weights if weights_init is None else jnp.asarray(weights_init, dtype)
+        m = p.means if means_init is None else jnp.asarray(means_init, dtype)
+        c = p.covariances if covariances_init is None else jnp.asarray(covariances_init, dtype)
+        return GMMParams.tree_unflatten(ct.name, (w, m, c))
+
+    def one(key):
+        return _run(Xb, wb, start(key), prior, tol, reg_covar, max_iter)
+
+    return jax.vmap(one)(keys)

@@ -1,0 +1,438 @@
+"""``GaussianMixture``: scikit-learn's estimator conventions over the bayesgmm core.
+
+A thin layer: it validates and converts input, calls :func:`bayesgmm.em.fit_em` and the
+density functions, and stores NumPy results under scikit-learn's attribute names. It does not
+import scikit-learn, yet works with its ``clone``, ``Pipeline``, ``GridSearchCV`` and pickling.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+
+from . import density
+from ._random import as_key
+from ._validation import (
+    check_covariance_type,
+    check_data,
+    check_nonnegative_float,
+    check_positive_int,
+)
+from .covariance import get_covariance_type
+from .em import INIT_METHODS, fit_em
+from .params import GMMParams, Prior
+
+__all__ = ["GaussianMixture", "ConvergenceWarning", "n_parameters"]
+
+try:  # Reuse scikit-learn's warning class when it is installed, so its filters apply.
+    from sklearn.exceptions import ConvergenceWarning
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+
+    class ConvergenceWarning(UserWarning):
+        """EM stopped at ``max_iter`` before the objective changed by less than ``tol``."""
+
+
+FIT_FAILED_MESSAGE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
+
+
+def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
+    """Free parameters of a mixture: covariances, means and ``n_components - 1`` weights."""
+    ct = get_covariance_type(covariance_type)
+    return ct.n_parameters(n_components, n_features) + n_components * n_features + n_components - 1
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by EM in JAX, maximum likelihood or MAP.
+
+    Parameters
+    ----------
+    n_components : int, default 1
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default 'full'
+    tol : float, default 1e-3
+        EM stops when the objective (mean log-likelihood, or log posterior per sample under a
+        prior) changes by less than ``tol``.
+    reg_covar : float, default 1e-6
+        Added to covariance diagonals after every M-step (scikit-learn's placement). With a
+        prior, set it to 0 for the exact posterior mode.
+    max_iter : int, default 100
+    n_init : int, default 1
+        Restarts, run together (vectorised); the best objective is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default 'kmeans'
+    weights_init : array of shape (n_components,), optional
+    means_init : array of shape (n_components, n_features), optional
+    precisions_init : array, optional
+        Compact shape of the covariance type (see :mod:`bayesgmm.covariance`). When all three
+        are given, no other initialisation runs.
+    random_state : int, numpy Generator/RandomState, jax key or None
+    warm_start : bool, default False
+        Start from the previous fit's parameters (with a single run).
+    verbose : int, default 0
+        1 prints a line per restart after fitting, 2 also the objective per iteration.
+    verbose_interval : int, default 10
+        Iterations between lines at ``verbose=2``.
+    prior : Prior, 'default' or None, default None
+        ``None`` is maximum likelihood; ``'default'`` is mclust's data-dependent conjugate
+        prior (:meth:`Prior.default`); a :class:`Prior` is used as given (MAP-EM).
+
+    Attributes
+    ----------
+    weights_ : ndarray (n_components,)
+    means_ : ndarray (n_components, n_features)
+    covariances_, precisions_, precisions_cholesky_ : ndarray, compact shape of the type
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Objective at the last iteration of the best run.
+    lower_bounds_ : ndarray (n_iter_,)
+        Objective at each iteration of the best run.
+    n_features_in_ : int
+    params_ : GMMParams
+        The fitted parameters as the container every other part of bayesgmm takes.
+    prior_ : Prior or None
+        The prior actually used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm import GaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-3, 1, (100, 1)), rng.normal(3, 1, (100, 1))])
+    >>> gm = GaussianMixture(2, random_state=0).fit(X)
+    >>> np.round(np.sort(gm.means_.ravel()))
+    array([-3.,  3.])
+    """
+
+    _estimator_type = "density_estimator"
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        prior=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.prior = prior
+
+    # --- scikit-learn estimator protocol --------------------------------------------------
+    @classmethod
+    def _get_param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return sorted(p for p in sig.parameters if p != "self")
+
+    def get_params(self, deep=True):
+        """Constructor arguments as a dict (scikit-learn's protocol)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set constructor arguments; returns ``self``."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for GaussianMixture; valid parameters are {valid}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import Tags, TargetTags
+
+        tags = Tags(estimator_type="density_estimator", target_tags=TargetTags(required=False))
+        return tags
+
+    def __repr__(self):
+        defaults = {
+            k: v.default
+            for k, v in inspect.signature(type(self).__init__).parameters.items()
+            if k != "self"
+        }
+        changed = []
+        for k in self._get_param_names():
+            v = getattr(self, k)
+            d = defaults[k]
+            same = v is d or (
+                not isinstance(v, np.ndarray | Prior) and not isinstance(d, np.ndarray)
+                and type(v) is type(d) and v == d
+            )
+            if not same:
+                changed.append(f"{k}={v!r}" if not isinstance(v, np.ndarray) else f"{k}=array")
+        return f"GaussianMixture({', '.join(changed)})"
+
+    # --- validation ---------------------------------------------------------------------
+    def _check_parameters(self, X):
+        n_samples, d = X.shape
+        k = check_positive_int(self.n_components, "n_components")
+        check_covariance_type(self.covariance_type)
+        ct = get_covariance_type(self.covariance_type)
+        check_nonnegative_float(self.tol, "tol")
+        check_nonnegative_float(self.reg_covar, "reg_covar")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.verbose, "verbose", minimum=0)
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"init_params must be one of {list(INIT_METHODS)}; got {self.init_params!r}"
+            )
+        if n_samples < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, "
+                f"n_samples = {n_samples}"
+            )
+        dtype = X.dtype
+        weights = means = covs = None
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=dtype)
+            if weights.shape != (k,):
+                raise ValueError(
+                    f"weights_init must have shape (n_components,) = ({k},); got {weights.shape}"
+                )
+            if np.any(weights < 0) or np.any(weights > 1) or not np.isfinite(weights).all():
+                raise ValueError("weights_init must be in the range [0, 1]")
+            if not np.allclose(weights.sum(), 1.0, atol=1e-6 if dtype == np.float64 else 1e-4):
+                raise ValueError(f"weights_init must sum to 1; got sum {weights.sum()}")
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=dtype)
+            if means.shape != (k, d):
+                raise ValueError(
+                    f"means_init must have shape (n_components, n_features) = ({k}, {d}); "
+                    f"got {means.shape}"
+                )
+            if not np.isfinite(means).all():
+                raise ValueError("means_init contains NaN or infinity")
+        if self.precisions_init is not None:
+            prec = np.asarray(self.precisions_init, dtype=dtype)
+            want = ct.shape(k, d)
+            if prec.shape != want:
+                raise ValueError(
+                    f"precisions_init for covariance_type={ct.name!r} must have shape {want}; "
+                    f"got {prec.shape}"
+                )
+            if not np.isfinite(prec).all():
+                raise ValueError("precisions_init contains NaN or infinity")
+            ct.check_covariances(prec, "precisions_init")
+            covs = np.asarray(ct.covariance_from_precision(jnp.asarray(prec)))
+        return weights, means, covs
+
+    def _resolve_prior(self, X):
+        prior = self.prior
+        if prior is None:
+            return None
+        k, d = self.n_components, X.shape[1]
+        if isinstance(prior, str):
+            if prior != "default":
+                raise ValueError(f"prior must be None, 'default' or a Prior; got {prior!r}")
+            prior = Prior.default(X, k, self.covariance_type)
+        if not isinstance(prior, Prior):
+            raise TypeError(f"prior must be None, 'default' or a Prior; got {type(prior).__name__}")
+        if prior.covariance_type != self.covariance_type:
+            raise ValueError(
+                f"prior is for covariance_type={prior.covariance_type!r} but the model uses "
+                f"{self.covariance_type!r}"
+            )
+        if prior.n_components != k or prior.n_features != d:
+            raise ValueError(
+                f"prior is for {prior.n_components} components and {prior.n_features} features; "
+                f"the model has {k} components and the data {d} features"
+            )
+        if np.any(np.asarray(prior.weight_concentration) < 1):
+            raise ValueError(
+                "MAP-EM needs weight_concentration >= 1 (below 1 the Dirichlet has no interior "
+                "mode); use fit_posterior for sparser priors"
+            )
+        return prior
+
+    # --- fitting --------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Estimate the parameters by EM. ``X`` has shape (n_samples, n_features); returns self."""
+        self.fit_predict(X, y)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the most probable component of each row of ``X``; (n_samples,)."""
+        X = check_data(X, min_samples=2)
+        weights, means, covs = self._check_parameters(X)
+        prior = self._resolve_prior(X)
+        k = int(self.n_components)
+        params_init = None
+        n_init = int(self.n_init)
+        if self.warm_start and hasattr(self, "converged_"):
+            if self.params_.n_features != X.shape[1] or self.params_.n_components != k:
+                raise ValueError(
+                    "warm_start needs the same n_components and number of features as the "
+                    "previous fit"
+                )
+            params_init = self.params_
+            n_init = 1
+        Xj = jnp.asarray(X)
+        res = fit_em(
+            as_key(self.random_state),
+            Xj,
+            k,
+            self.covariance_type,
+            n_init=n_init,
+            init_params=self.init_params,
+            max_iter=int(self.max_iter),
+            tol=float(self.tol),
+            reg_covar=float(self.reg_covar),
+            prior=prior,
+            weights_init=weights,
+            means_init=means,
+            covariances_init=covs,
+            params_init=params_init,
+        )
+        failed = np.asarray(res.failed)
+        if failed.all():
+            msg = FIT_FAILED_MESSAGE
+            if X.dtype == np.float32:
+                msg += (" The numerical accuracy can also be improved by passing float64 data "
+                        "instead of float32.")
+            raise ValueError(msg)
+        lb = np.where(failed, -np.inf, np.asarray(res.lower_bound))
+        best = int(np.argmax(lb)) if self.max_iter > 0 else n_init - 1
+        if failed.any():
+            warnings.warn(
+                f"{int(failed.sum())} of {n_init} initialisations failed (a covariance became "
+                "singular) and were discarded; increase reg_covar if this persists",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._store(res, best, prior, X.shape[1])
+        if self.verbose:
+            self._print_verbose(res, failed)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        # Always a final E-step, so that fit_predict(X) equals fit(X).predict(X) whatever
+        # max_iter and tol were (the last M-step moved the parameters after the last E-step).
+        return np.asarray(density.predict(Xj, self.params_))
+
+    def _store(self, res, best, prior, n_features):
+        pick = lambda a: a[best]  # noqa: E731
+        p = GMMParams.tree_unflatten(
+            res.params.covariance_type,
+            tuple(pick(a) for a in (res.params.weights, res.params.means, res.params.covariances)),
+        )
+        self.params_ = p
+        self.prior_ = prior
+        self.weights_ = np.asarray(p.weights)
+        self.means_ = np.asarray(p.means)
+        self.covariances_ = np.asarray(p.covariances)
+        self.precisions_ = np.asarray(p.precisions())
+        self.precisions_cholesky_ = np.asarray(p.precisions_cholesky())
+        self.n_iter_ = int(res.n_iter[best])
+        self.converged_ = bool(res.converged[best])
+        self.lower_bound_ = float(res.lower_bound[best])
+        self.lower_bounds_ = np.asarray(res.lower_bounds[best])[: self.n_iter_]
+        self.n_features_in_ = n_features
+
+    def _print_verbose(self, res, failed):
+        for i in range(len(failed)):
+            n = int(res.n_iter[i])
+            print(
+                f"Initialization {i}: n_iter={n} converged={bool(res.converged[i])} "
+                f"failed={bool(failed[i])} lower_bound={float(res.lower_bound[i]):.6g}"
+            )
+            if self.verbose >= 2:
+                lbs = np.asarray(res.lower_bounds[i])[:n]
+                step = max(1, int(self.verbose_interval))
+                for it in range(0, n, step):
+                    print(f"  Iteration {it + 1}\t objective {lbs[it]:.8g}")
+
+    # --- using a fitted model -------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "params_"):
+            raise RuntimeError(
+                "This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    def _checked(self, X):
+        self._check_fitted()
+        return jnp.asarray(check_data(X, n_features=self.n_features_in_))
+
+    def score_samples(self, X):
+        """Log density ``log p(x)`` of each row; shape (n_samples,)."""
+        return np.asarray(density.log_prob(self._checked(X), self.params_))
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of ``X`` (higher is better)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Responsibilities; shape (n_samples, n_components), rows summing to one."""
+        return np.asarray(density.predict_proba(self._checked(X), self.params_))
+
+    def predict(self, X):
+        """Most probable component; shape (n_samples,)."""
+        return np.asarray(density.predict(self._checked(X), self.params_))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw synthetic data from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default 1
+        random_state : optional
+            Defaults to the estimator's ``random_state`` (so an int seed repeats its draws).
+
+        Returns
+        -------
+        X : ndarray (n_samples, n_features)
+        y : ndarray (n_samples,), the component of each draw
+        """
+        self._check_fitted()
+        n_samples = check_positive_int(n_samples, "n_samples")
+        rs = self.random_state if random_state is None else random_state
+        X, y = density.sample(as_key(rs), self.params_, n_samples)
+        return np.asarray(X), np.asarray(y)
+
+    def _n_parameters(self):
+        return n_parameters(self.params_.n_components, self.n_features_in_, self.covariance_type)
+
+    def bic(self, X):
+        """Bayesian information criterion on ``X``; lower is better."""
+        X = self._checked(X)
+        n = X.shape[0]
+        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+
+    def aic(self, X):
+        """Akaike information criterion on ``X``; lower is better."""
+        X = self._checked(X)
+        return float(-2 * self.score(X) * X.shape[0] + 2 * self._n_parameters())
