@@ -75,9 +75,7 @@ def check_data(
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{name} must contain only numbers; got dtype {arr.dtype}"
-            ) from exc
+            raise TypeError(f"{name} must contain only numbers; got dtype {arr.dtype}") from exc
     if arr.ndim != 2:
         hint = " Reshape 1-D data with X.reshape(-1, 1)." if arr.ndim == 1 else ""
         raise ValueError(

@@ -12,14 +12,18 @@ def _demo(args) -> int:
     from .estimator import GaussianMixture
 
     rng = np.random.default_rng(0)
-    X = np.concatenate([
-        rng.normal([0.0, 0.0], [1.0, 0.5], (300, 2)),
-        rng.normal([5.0, 5.0], [0.5, 1.5], (200, 2)),
-        rng.normal([0.0, 6.0], 1.0, (250, 2)),
-    ])
+    X = np.concatenate(
+        [
+            rng.normal([0.0, 0.0], [1.0, 0.5], (300, 2)),
+            rng.normal([5.0, 5.0], [0.5, 1.5], (200, 2)),
+            rng.normal([0.0, 6.0], 1.0, (250, 2)),
+        ]
+    )
     gm = GaussianMixture(3, random_state=0).fit(X)
-    print(f"EM fit of 3 components to {len(X)} points: converged={gm.converged_} "
-          f"in {gm.n_iter_} iterations, mean log-likelihood {gm.lower_bound_:.4f}")
+    print(
+        f"EM fit of 3 components to {len(X)} points: converged={gm.converged_} "
+        f"in {gm.n_iter_} iterations, mean log-likelihood {gm.lower_bound_:.4f}"
+    )
     for k in range(3):
         print(f"  component {k}: weight {gm.weights_[k]:.3f}  mean {np.round(gm.means_[k], 3)}")
     return 0

@@ -364,8 +364,9 @@ class _Diag(CovarianceType):
         return (n_features,)
 
     def sample_components(self, prior, n_components, n_features):
-        with numpyro.plate("feature", n_features, dim=-1), numpyro.plate(
-            "component", n_components, dim=-2
+        with (
+            numpyro.plate("feature", n_features, dim=-1),
+            numpyro.plate("component", n_components, dim=-2),
         ):
             cov = numpyro.sample("covariances", dist.InverseGamma(prior.dof / 2, prior.scale / 2))
             means = numpyro.sample(
@@ -438,8 +439,9 @@ class _Spherical(CovarianceType):
     def sample_components(self, prior, n_components, n_features):
         with numpyro.plate("component", n_components, dim=-1):
             cov = numpyro.sample("covariances", dist.InverseGamma(prior.dof / 2, prior.scale / 2))
-        with numpyro.plate("feature", n_features, dim=-1), numpyro.plate(
-            "component", n_components, dim=-2
+        with (
+            numpyro.plate("feature", n_features, dim=-1),
+            numpyro.plate("component", n_components, dim=-2),
         ):
             means = numpyro.sample(
                 "means",
@@ -449,9 +451,9 @@ class _Spherical(CovarianceType):
 
     def log_prior(self, means, cov, prior):
         lp_cov = dist.InverseGamma(prior.dof / 2, prior.scale / 2).log_prob(cov)
-        lp_mean = dist.Normal(
-            prior.mean, jnp.sqrt(cov / prior.mean_precision)[:, None]
-        ).log_prob(means)
+        lp_mean = dist.Normal(prior.mean, jnp.sqrt(cov / prior.mean_precision)[:, None]).log_prob(
+            means
+        )
         return jnp.sum(lp_cov) + jnp.sum(lp_mean)
 
     def check_covariances(self, cov, name):
@@ -473,5 +475,3 @@ def get_covariance_type(name) -> CovarianceType:
         raise ValueError(
             f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {name!r}"
         ) from None
-
-

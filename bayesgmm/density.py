@@ -84,7 +84,7 @@ def _over_batch(fn, X, params, *args):
     batch = params.batch_shape
     if not batch:
         return fn(X, params, *args)
-    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[len(batch):]), params)
+    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[len(batch) :]), params)
     out = jax.lax.map(lambda p: fn(X, p, *args), flat)
     return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), out)
 
@@ -204,7 +204,7 @@ def _sample(key, params: GMMParams, n_samples: int):
     batch = params.batch_shape
     if not batch:
         return one(key, params)
-    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[len(batch):]), params)
+    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[len(batch) :]), params)
     keys = jax.random.split(key, flat.weights.shape[0])
     x, labels = jax.vmap(one)(keys, flat)
     return x.reshape(batch + x.shape[1:]), labels.reshape(batch + labels.shape[1:])

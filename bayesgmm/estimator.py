@@ -184,8 +184,10 @@ class GaussianMixture:
             v = getattr(self, k)
             d = defaults[k]
             same = v is d or (
-                not isinstance(v, np.ndarray | Prior) and not isinstance(d, np.ndarray)
-                and type(v) is type(d) and v == d
+                not isinstance(v, np.ndarray | Prior)
+                and not isinstance(d, np.ndarray)
+                and type(v) is type(d)
+                and v == d
             )
             if not same:
                 changed.append(f"{k}={v!r}" if not isinstance(v, np.ndarray) else f"{k}=array")
@@ -317,8 +319,10 @@ class GaussianMixture:
         if failed.all():
             msg = FIT_FAILED_MESSAGE
             if X.dtype == np.float32:
-                msg += (" The numerical accuracy can also be improved by passing float64 data "
-                        "instead of float32.")
+                msg += (
+                    " The numerical accuracy can also be improved by passing float64 data "
+                    "instead of float32."
+                )
             raise ValueError(msg)
         lb = np.where(failed, -np.inf, np.asarray(res.lower_bound))
         best = int(np.argmax(lb)) if self.max_iter > 0 else n_init - 1

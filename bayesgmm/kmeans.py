@@ -108,8 +108,9 @@ def _lloyd(X, centers, max_iter, tol):
 
 
 @partial(jax.jit, static_argnames=("n_clusters", "n_init", "init", "max_iter"))
-def kmeans_fit(key, X, n_clusters: int, n_init: int = 1, init: str = "k-means++",
-               max_iter: int = 300, tol=1e-4):
+def kmeans_fit(
+    key, X, n_clusters: int, n_init: int = 1, init: str = "k-means++", max_iter: int = 300, tol=1e-4
+):
     """Run k-means ``n_init`` times (vectorised) and keep the lowest inertia.
 
     Parameters
@@ -172,8 +173,16 @@ class KMeans:
     [0.05, 10.05]
     """
 
-    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300,
-                 tol=1e-4, random_state=None):
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        init="k-means++",
+        n_init="auto",
+        max_iter=300,
+        tol=1e-4,
+        random_state=None,
+    ):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -182,8 +191,10 @@ class KMeans:
         self.random_state = random_state
 
     def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in
-                ("n_clusters", "init", "n_init", "max_iter", "tol", "random_state")}
+        return {
+            k: getattr(self, k)
+            for k in ("n_clusters", "init", "n_init", "max_iter", "tol", "random_state")
+        }
 
     def set_params(self, **params):
         for k, v in params.items():
@@ -204,8 +215,9 @@ class KMeans:
         max_iter = check_positive_int(self.max_iter, "max_iter")
         tol = check_nonnegative_float(self.tol, "tol")
         X = check_data(X, min_samples=k)
-        res = kmeans_fit(as_key(self.random_state), jnp.asarray(X), k, n_init, self.init,
-                         max_iter, tol)
+        res = kmeans_fit(
+            as_key(self.random_state), jnp.asarray(X), k, n_init, self.init, max_iter, tol
+        )
         self.cluster_centers_ = np.asarray(res.centers)
         self.labels_ = np.asarray(res.labels)
         self.inertia_ = float(res.inertia)
@@ -216,8 +228,7 @@ class KMeans:
     def _check_fitted(self, X):
         if not hasattr(self, "cluster_centers_"):
             raise RuntimeError("this KMeans instance is not fitted yet; call fit first")
-        return check_data(X, n_features=self.n_features_in_,
-                          dtype=self.cluster_centers_.dtype)
+        return check_data(X, n_features=self.n_features_in_, dtype=self.cluster_centers_.dtype)
 
     def predict(self, X):
         """Index of the closest centre for each row of ``X``; shape (n_samples,)."""

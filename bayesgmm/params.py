@@ -330,8 +330,16 @@ class Prior:
         object.__setattr__(self, "covariance_type", ct.name)
 
     @classmethod
-    def default(cls, X, n_components: int, covariance_type: str = "full", *,
-                weight_concentration=1.0, mean_precision=0.01, dof=None) -> Prior:
+    def default(
+        cls,
+        X,
+        n_components: int,
+        covariance_type: str = "full",
+        *,
+        weight_concentration=1.0,
+        mean_precision=0.01,
+        dof=None,
+    ) -> Prior:
         """mclust's ``defaultPrior`` (Fraley and Raftery 2007), computed from the data.
 
         Prior mean the column means, shrinkage 0.01, degrees of freedom ``n_features + 2``,

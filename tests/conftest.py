@@ -22,8 +22,10 @@ def covariance_type(request):
 def three_blobs():
     """Three well-separated 2-D Gaussian clusters, 750 points, fixed seed."""
     rng = np.random.default_rng(0)
-    return np.concatenate([
-        rng.normal([0.0, 0.0], [1.0, 0.5], (300, 2)),
-        rng.normal([5.0, 5.0], [0.5, 1.5], (200, 2)),
-        rng.normal([0.0, 6.0], 1.0, (250, 2)),
-    ])
+    return np.concatenate(
+        [
+            rng.normal([0.0, 0.0], [1.0, 0.5], (300, 2)),
+            rng.normal([5.0, 5.0], [0.5, 1.5], (200, 2)),
+            rng.normal([0.0, 6.0], 1.0, (250, 2)),
+        ]
+    )
