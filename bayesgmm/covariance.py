@@ -54,6 +54,21 @@ class CovarianceType:
     """Interface shared by the four covariance structures (see the module docstring)."""
 
     name: str
+    #: Names of the axes of the compact ``covariances`` array (after any batch axes); used for
+    #: ArviZ dims and to find the component axis.
+    dims: tuple[str, ...]
+
+    def permute_components(self, cov, perm):
+        """Reorder the components of (batched) compact covariances.
+
+        ``out[..., j, ...] = cov[..., perm[..., j], ...]``; ``perm`` has shape (..., K) with the
+        same batch axes as ``cov``. Types without a component axis (``tied``) return ``cov``.
+        """
+        if "component" not in self.dims:
+            return cov
+        axis = self.dims.index("component") - len(self.dims)
+        index = jnp.reshape(perm, jnp.shape(perm) + (1,) * (-axis - 1))
+        return jnp.take_along_axis(cov, index, axis=axis)
 
     # --- shapes and counting -------------------------------------------------------------
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
@@ -160,6 +175,7 @@ def _check_positive(values: np.ndarray, name: str) -> None:
 
 class _Full(CovarianceType):
     name = "full"
+    dims = ("component", "feature", "feature_bis")
 
     def shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
@@ -238,6 +254,7 @@ class _Full(CovarianceType):
 
 class _Tied(CovarianceType):
     name = "tied"
+    dims = ("feature", "feature_bis")
 
     def shape(self, n_components, n_features):
         return (n_features, n_features)
@@ -311,6 +328,7 @@ class _Tied(CovarianceType):
 
 class _Diag(CovarianceType):
     name = "diag"
+    dims = ("component", "feature")
 
     def shape(self, n_components, n_features):
         return (n_components, n_features)
@@ -385,6 +403,7 @@ class _Diag(CovarianceType):
 
 class _Spherical(CovarianceType):
     name = "spherical"
+    dims = ("component",)
 
     def shape(self, n_components, n_features):
         return (n_components,)

@@ -1,0 +1,142 @@
+"""The NumPyro model: one Gaussian mixture with its assignments summed out.
+
+The model has three latent sites, ``weights`` (Dirichlet), ``means`` and ``covariances`` (the
+conjugate family of the covariance type, drawn by
+:meth:`~bayesgmm.covariance.CovarianceType.sample_components`), and one observed site ``obs``
+whose log density is :func:`bayesgmm.density.log_prob` - the same ``logsumexp`` over
+components that the EM E-step, ``score_samples`` and the plots use. Its log joint at any
+parameters therefore equals ``n_samples`` times the MAP-EM objective (the log posterior per
+sample that :func:`bayesgmm.em.fit_em` records), with no additive constant: both are fully
+normalised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+
+from . import density
+from .covariance import get_covariance_type
+from .params import GMMParams, Prior
+
+__all__ = ["gmm_model", "MixtureLikelihood", "SITE_NAMES"]
+
+#: Latent sites of :func:`gmm_model`, in the order of ``GMMParams``' fields.
+SITE_NAMES = ("weights", "means", "covariances")
+
+
+class MixtureLikelihood(dist.Distribution):
+    """A Gaussian mixture as a NumPyro distribution over one ``n_features`` vector.
+
+    ``log_prob`` and ``sample`` call :mod:`bayesgmm.density`, so the model never holds a second
+    copy of the mixture density. Under a ``plate`` it is expanded to one vector per observation,
+    which gives NumPyro (and ArviZ) a log-likelihood per observation.
+
+    Parameters
+    ----------
+    params : GMMParams
+        Unbatched mixture parameters.
+    """
+
+    support = constraints.real_vector
+
+    def __init__(self, params: GMMParams, *, validate_args=None):
+        self.params = params
+        super().__init__(
+            batch_shape=(), event_shape=(params.n_features,), validate_args=validate_args
+        )
+
+    def log_prob(self, value):
+        d = self.params.n_features
+        flat = jnp.reshape(value, (-1, d))
+        return jnp.reshape(density.log_prob(flat, self.params), jnp.shape(value)[:-1])
+
+    def sample(self, key, sample_shape=()):
+        n = math.prod(sample_shape)
+        d = self.params.n_features
+        if n == 0:
+            return jnp.zeros(tuple(sample_shape) + (d,), self.params.dtype)
+        x, _ = density.sample(key, self.params, n)
+        return jnp.reshape(x, tuple(sample_shape) + (d,))
+
+
+def gmm_model(
+    X=None,
+    *,
+    n_components: int,
+    covariance_type: str = "full",
+    prior: Prior,
+    n_samples: int | None = None,
+):
+    """Gaussian mixture with the component assignments marginalised out.
+
+    Sites: ``weights`` (n_components,) ~ Dirichlet(``prior.weight_concentration``);
+    ``means`` (n_components, n_features) and ``covariances`` (compact shape of the covariance
+    type) from the type's conjugate prior; ``obs`` (n_samples, n_features), the data, each row
+    distributed as the mixture (``logsumexp`` over components in :func:`bayesgmm.density.log_prob`).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features), optional
+        Observed data. Without it (and with ``n_samples``) ``obs`` is sampled: prior or
+        posterior predictive data. Without both, only the parameters are sampled.
+    n_components : int
+        Number of mixture components (static).
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Structure of the covariances (static).
+    prior : Prior
+        Hyperparameters; its arrays may be traced (changing them does not recompile).
+    n_samples : int, optional
+        Number of rows of ``obs`` to simulate when ``X`` is None; must equal ``len(X)``
+        otherwise.
+
+    Returns
+    -------
+    GMMParams
+        The sampled parameters (unbatched).
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from numpyro.infer import Predictive
+    >>> from bayesgmm import Prior, gmm_model
+    >>> X = np.random.default_rng(0).normal(size=(50, 2))
+    >>> prior = Prior.default(X, 3, "diag")
+    >>> draws = Predictive(gmm_model, num_samples=4)(
+    ...     jax.random.key(0), n_components=3, covariance_type="diag", prior=prior, n_samples=10)
+    >>> draws["obs"].shape, draws["means"].shape
+    ((4, 10, 2), (4, 3, 2))
+    """
+    ct = get_covariance_type(covariance_type)
+    if not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a bayesgmm.Prior; got {type(prior).__name__}")
+    if prior.covariance_type != ct.name:
+        raise ValueError(
+            f"prior is for covariance_type={prior.covariance_type!r} but the model uses {ct.name!r}"
+        )
+    if prior.n_components != n_components:
+        raise ValueError(
+            f"prior has {prior.n_components} weight concentrations but n_components={n_components}"
+        )
+    n_features = prior.n_features
+    if X is not None:
+        if jnp.ndim(X) != 2 or jnp.shape(X)[1] != n_features:
+            raise ValueError(
+                f"X must have shape (n_samples, {n_features}) to match the prior; "
+                f"got {jnp.shape(X)}"
+            )
+        if n_samples is not None and n_samples != jnp.shape(X)[0]:
+            raise ValueError(f"n_samples={n_samples} but X has {jnp.shape(X)[0]} rows")
+        n_samples = jnp.shape(X)[0]
+
+    weights = numpyro.sample("weights", dist.Dirichlet(prior.weight_concentration))
+    means, covariances = ct.sample_components(prior, n_components, n_features)
+    params = GMMParams.tree_unflatten(ct.name, (weights, means, covariances))
+    if n_samples is not None:
+        with numpyro.plate("obs_plate", n_samples, dim=-1):
+            numpyro.sample("obs", MixtureLikelihood(params), obs=X)
+    return params
