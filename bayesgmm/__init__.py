@@ -10,6 +10,7 @@ _jax.config.update("jax_enable_x64", True)
 
 from . import covariance, density, em  # noqa: E402
 from .estimator import ConvergenceWarning, GaussianMixture, n_parameters  # noqa: E402
+from .io import load, save  # noqa: E402
 from .kmeans import KMeans  # noqa: E402
 from .params import GMMParams, Prior  # noqa: E402
 
@@ -24,5 +25,7 @@ __all__ = [
     "covariance",
     "density",
     "em",
+    "load",
     "n_parameters",
+    "save",
 ]

@@ -427,6 +427,13 @@ class GaussianMixture:
         X, y = density.sample(as_key(rs), self.params_, n_samples)
         return np.asarray(X), np.asarray(y)
 
+    def save(self, path, overwrite=False):
+        """Save the fitted model to ``path`` (format: :mod:`bayesgmm.io`); never replaces an
+        existing file unless ``overwrite=True``. Reload with :func:`bayesgmm.load`."""
+        from .io import save_estimator
+
+        return save_estimator(self, path, overwrite=overwrite)
+
     def _n_parameters(self):
         return n_parameters(self.params_.n_components, self.n_features_in_, self.covariance_type)
 

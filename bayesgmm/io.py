@@ -1,0 +1,668 @@
+"""Saving and loading fitted models, and reading data files for the command line.
+
+File formats
+------------
+Both formats carry a format name and an integer format version; :func:`load` refuses files of
+another format, of a newer version than this bayesgmm reads, and truncated or damaged files,
+with a :class:`FormatError` that says which it was.
+
+**Fitted estimators** (:class:`~bayesgmm.GaussianMixture`, maximum likelihood or MAP-EM) are
+saved as a zip archive (suggested suffix ``.bgmm``) with two members:
+
+``model.json``
+    ``{"format": "bayesgmm-model", "format_version": 1, "bayesgmm_version": ...,
+    "class": "GaussianMixture", "params": {...}, "fitted": {...}, "arrays": [...]}``.
+    ``params`` holds the constructor arguments that are plain values (``n_components``,
+    ``covariance_type``, ``tol``, ``reg_covar``, ``max_iter``, ``n_init``, ``init_params``,
+    ``random_state`` (an int or ``null``; other random states are not stored), ``warm_start``,
+    ``verbose``, ``verbose_interval``) and ``prior``: ``null``, ``"default"`` or ``"arrays"``
+    (a :class:`~bayesgmm.Prior` object, stored as the ``prior_*`` arrays). ``fitted`` holds
+    ``n_iter_``, ``converged_``, ``n_features_in_``, ``dtype``, ``has_prior`` and optionally
+    ``feature_names_in_``.
+``arrays.npz``
+    NumPy arrays (no pickles), in the model's dtype: ``weights``, ``means``, ``covariances``
+    (compact shape of the covariance type), ``precisions``, ``precisions_cholesky``,
+    ``lower_bound`` (0-d), ``lower_bounds``; with a prior ``prior_weight_concentration``,
+    ``prior_mean``, ``prior_mean_precision``, ``prior_dof``, ``prior_scale``; and any of
+    ``weights_init``, ``means_init``, ``precisions_init`` that were given.
+
+**Posteriors** (:class:`~bayesgmm.Posterior`) are saved as ArviZ netCDF (suggested suffix
+``.nc``): exactly ``Posterior.to_inference_data()``, with the attributes
+``bayesgmm_format = "bayesgmm-posterior"``, ``bayesgmm_format_version = 1`` and
+``bayesgmm_version`` added to the ``posterior`` group. Any netCDF reader (``arviz.from_netcdf``,
+``xarray``) opens it.
+
+Writes are atomic: the file is written to a temporary file in the destination directory,
+flushed to disk (``fsync``) and then moved into place, so a crash mid-write leaves any old file
+intact. An existing file is never replaced unless ``overwrite=True``.
+
+Examples
+--------
+>>> import numpy as np, tempfile, os
+>>> from bayesgmm import GaussianMixture, load
+>>> X = np.random.default_rng(0).normal(size=(100, 2))
+>>> gm = GaussianMixture(2, random_state=0).fit(X)
+>>> path = os.path.join(tempfile.mkdtemp(), "model.bgmm")
+>>> gm.save(path)
+>>> bool(np.array_equal(load(path).predict(X), gm.predict(X)))
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FormatError",
+    "save",
+    "load",
+    "save_estimator",
+    "load_estimator",
+    "save_posterior",
+    "load_posterior",
+    "read_data",
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+    "POSTERIOR_FORMAT",
+    "POSTERIOR_FORMAT_VERSION",
+]
+
+MODEL_FORMAT = "bayesgmm-model"
+MODEL_FORMAT_VERSION = 1
+POSTERIOR_FORMAT = "bayesgmm-posterior"
+POSTERIOR_FORMAT_VERSION = 1
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_NETCDF3_MAGIC = b"CDF"
+_PRIOR_FIELDS = ("weight_concentration", "mean", "mean_precision", "dof", "scale")
+_SCALAR_PARAMS = (
+    "n_components",
+    "covariance_type",
+    "tol",
+    "reg_covar",
+    "max_iter",
+    "n_init",
+    "init_params",
+    "warm_start",
+    "verbose",
+    "verbose_interval",
+)
+_INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
+
+
+class FormatError(ValueError):
+    """A file is not a bayesgmm file, is damaged or truncated, or is from a newer version."""
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+def _check_destination(path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name to save to")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True (--force on the command line) to "
+            "replace it"
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: directory {parent} does not exist")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: str, path: Path, overwrite: bool) -> None:
+    """Move the finished temporary file into place (no-clobber unless ``overwrite``)."""
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        # A hard link fails if the name appeared meanwhile, so a file created by someone else
+        # between our check and now is still never replaced.
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} already exists; pass overwrite=True (--force on the command line) to "
+                "replace it"
+            ) from None
+        except OSError:  # file systems without hard links
+            if path.exists():
+                raise FileExistsError(f"{path} already exists") from None
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path, write, *, overwrite: bool = False, binary: bool = True) -> Path:
+    """Write a file atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination.
+    write : callable
+        ``write(fileobj)`` writes the content to an open file object.
+    overwrite : bool, default False
+        Replace an existing file; otherwise raise ``FileExistsError``.
+    binary : bool, default True
+        Open the temporary file in binary or text (UTF-8, ``newline=""``) mode.
+    """
+    path = _check_destination(path, overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        mode = "wb" if binary else "w"
+        kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        _commit(tmp, path, overwrite)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _atomic_write_path(path, write_to_path, *, overwrite: bool) -> Path:
+    """Like :func:`atomic_write` for writers that take a file name (netCDF)."""
+    path = _check_destination(path, overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        write_to_path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _commit(tmp, path, overwrite)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# --- estimators --------------------------------------------------------------------------------
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def save_estimator(estimator, path, *, overwrite: bool = False) -> Path:
+    """Save a fitted :class:`~bayesgmm.GaussianMixture` (format in the module docstring)."""
+    from .params import Prior
+
+    if not hasattr(estimator, "params_"):
+        raise ValueError("this GaussianMixture is not fitted yet; call fit before saving it")
+    params = {name: getattr(estimator, name) for name in _SCALAR_PARAMS}
+    for name in ("tol", "reg_covar"):
+        params[name] = float(params[name])
+    for name in ("n_components", "max_iter", "n_init", "verbose", "verbose_interval"):
+        params[name] = int(params[name])
+    params["warm_start"] = bool(params["warm_start"])
+    rs = estimator.random_state
+    params["random_state"] = int(rs) if isinstance(rs, int | np.integer) else None
+    prior = estimator.prior
+    if prior is None or (isinstance(prior, str) and prior == "default"):
+        params["prior"] = prior
+    elif isinstance(prior, Prior):
+        params["prior"] = "arrays"
+    else:
+        raise TypeError(f"cannot save a GaussianMixture whose prior is {type(prior).__name__}")
+
+    p = estimator.params_
+    arrays = {
+        "weights": np.asarray(estimator.weights_),
+        "means": np.asarray(estimator.means_),
+        "covariances": np.asarray(estimator.covariances_),
+        "precisions": np.asarray(estimator.precisions_),
+        "precisions_cholesky": np.asarray(estimator.precisions_cholesky_),
+        "lower_bound": np.asarray(estimator.lower_bound_, dtype=np.float64),
+        "lower_bounds": np.asarray(estimator.lower_bounds_),
+    }
+    prior_ = getattr(estimator, "prior_", None)
+    if prior_ is not None:
+        arrays.update({f"prior_{k}": v for k, v in prior_.to_numpy().items()})
+    for name in _INIT_ARRAYS:
+        value = getattr(estimator, name)
+        if value is not None:
+            arrays[name] = np.asarray(value)
+    fitted = {
+        "n_iter_": int(estimator.n_iter_),
+        "converged_": bool(estimator.converged_),
+        "n_features_in_": int(estimator.n_features_in_),
+        "dtype": str(np.dtype(p.dtype)),
+        "has_prior": prior_ is not None,
+    }
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        fitted["feature_names_in_"] = [str(n) for n in names]
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "bayesgmm_version": _version(),
+        "class": "GaussianMixture",
+        "params": params,
+        "fitted": fitted,
+        "arrays": sorted(arrays),
+    }
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("model.json", json.dumps(meta, indent=2))
+            zf.writestr("arrays.npz", buf.getvalue())
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+def _check_format(meta, path, expected: str, supported: int, key_format, key_version):
+    fmt = meta.get(key_format)
+    if fmt != expected:
+        raise FormatError(f"{path} is not a {expected} file (its format is {fmt!r})")
+    version = meta.get(key_version)
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise FormatError(f"{path} has no valid format version ({version!r})") from None
+    if version > supported:
+        raise FormatError(
+            f"{path} uses {expected} format version {version}, newer than version {supported} "
+            f"that this bayesgmm ({_version()}) reads; upgrade bayesgmm to load it"
+        )
+    if version < 1:
+        raise FormatError(f"{path} has an invalid format version {version}")
+
+
+def load_estimator(path):
+    """Load a :class:`~bayesgmm.GaussianMixture` saved by :func:`save_estimator`."""
+    from .estimator import GaussianMixture
+    from .params import GMMParams, Prior
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = set(zf.namelist())
+            if "model.json" not in members or "arrays.npz" not in members:
+                raise FormatError(
+                    f"{path} is a zip archive but not a bayesgmm model (no model.json/arrays.npz)"
+                )
+            meta = json.loads(zf.read("model.json").decode("utf-8"))
+            raw = zf.read("arrays.npz")
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as exc:
+        raise FormatError(
+            f"{path} is damaged or truncated and cannot be read as a bayesgmm model ({exc})"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FormatError(f"{path} has an unreadable model.json; the file is damaged") from None
+    if not isinstance(meta, dict):
+        raise FormatError(f"{path} has an unreadable model.json; the file is damaged")
+    _check_format(meta, path, MODEL_FORMAT, MODEL_FORMAT_VERSION, "format", "format_version")
+    if meta.get("class") != "GaussianMixture":
+        raise FormatError(f"{path} holds a {meta.get('class')!r}, not a GaussianMixture")
+    try:
+        with np.load(_io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        params = dict(meta["params"])
+        fitted = meta["fitted"]
+        missing = [k for k in meta["arrays"] if k not in arrays]
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, TypeError) as exc:
+        raise FormatError(f"{path} is damaged: {exc}") from None
+    if missing:
+        raise FormatError(f"{path} is damaged: arrays {missing} are missing")
+
+    prior_ = None
+    if fitted.get("has_prior"):
+        prior_ = Prior(
+            *(arrays[f"prior_{k}"] for k in _PRIOR_FIELDS), params["covariance_type"]
+        ).astype(np.dtype(fitted["dtype"]))
+    if params["prior"] == "arrays":
+        params["prior"] = prior_
+    for name in _INIT_ARRAYS:
+        params[name] = arrays.get(name)
+    gm = GaussianMixture(**params)
+    gm.params_ = GMMParams(
+        arrays["weights"], arrays["means"], arrays["covariances"], params["covariance_type"]
+    )
+    gm.prior_ = prior_
+    gm.weights_ = arrays["weights"]
+    gm.means_ = arrays["means"]
+    gm.covariances_ = arrays["covariances"]
+    gm.precisions_ = arrays["precisions"]
+    gm.precisions_cholesky_ = arrays["precisions_cholesky"]
+    gm.n_iter_ = int(fitted["n_iter_"])
+    gm.converged_ = bool(fitted["converged_"])
+    gm.lower_bound_ = float(arrays["lower_bound"])
+    gm.lower_bounds_ = arrays["lower_bounds"]
+    gm.n_features_in_ = int(fitted["n_features_in_"])
+    if "feature_names_in_" in fitted:
+        gm.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+    return gm
+
+
+# --- posteriors ----------------------------------------------------------------------------------
+def _quiet_arviz():
+    import warnings
+
+    with warnings.catch_warnings():
+        # ArviZ announces its coming refactor with a FutureWarning on import.
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def save_posterior(posterior, path, *, overwrite: bool = False) -> Path:
+    """Save a :class:`~bayesgmm.Posterior` as ArviZ netCDF (format in the module docstring)."""
+    idata = posterior.to_inference_data()
+    post = idata.posterior
+    post.attrs["bayesgmm_format"] = POSTERIOR_FORMAT
+    post.attrs["bayesgmm_format_version"] = POSTERIOR_FORMAT_VERSION
+    post.attrs["bayesgmm_version"] = _version()
+    return _atomic_write_path(path, lambda tmp: idata.to_netcdf(tmp), overwrite=overwrite)
+
+
+def _read_idata(path: Path):
+    az = _quiet_arviz()
+    try:
+        idata = az.from_netcdf(path)
+        # Read everything now so the file is closed (and may be replaced) after loading.
+        for group in idata.groups():
+            getattr(idata, group).load()
+    except Exception as exc:  # h5py/netCDF raise several types for damaged files
+        raise FormatError(
+            f"{path} is damaged or truncated and cannot be read as netCDF "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    return idata
+
+
+def load_posterior(path):
+    """Load a :class:`~bayesgmm.Posterior` saved by :func:`save_posterior`."""
+    path = Path(path)
+    idata = _read_idata(path)
+    if "posterior" not in idata.groups():
+        raise FormatError(f"{path} is netCDF but has no posterior group; not a bayesgmm posterior")
+    _check_format(
+        dict(idata.posterior.attrs),
+        path,
+        POSTERIOR_FORMAT,
+        POSTERIOR_FORMAT_VERSION,
+        "bayesgmm_format",
+        "bayesgmm_format_version",
+    )
+    from .posterior import Posterior
+
+    return Posterior.from_inference_data(idata)
+
+
+# --- dispatch ------------------------------------------------------------------------------------
+def save(obj, path, *, overwrite: bool = False) -> Path:
+    """Save a fitted ``GaussianMixture`` or a ``Posterior`` to ``path``.
+
+    Parameters
+    ----------
+    obj : GaussianMixture or Posterior
+    path : path-like
+        Destination file (suggested suffixes ``.bgmm`` for estimators, ``.nc`` for posteriors).
+    overwrite : bool, default False
+        Replace an existing file; otherwise ``FileExistsError`` is raised.
+
+    Returns
+    -------
+    pathlib.Path of the written file.
+    """
+    from .estimator import GaussianMixture
+
+    if isinstance(obj, GaussianMixture):
+        return save_estimator(obj, path, overwrite=overwrite)
+    if hasattr(obj, "to_inference_data") and hasattr(obj, "draws"):
+        return save_posterior(obj, path, overwrite=overwrite)
+    raise TypeError(f"save takes a GaussianMixture or a Posterior; got {type(obj).__name__}")
+
+
+def file_kind(path) -> str:
+    """``'model'`` or ``'posterior'`` from the first bytes of a file; raises for others."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a saved model")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise FormatError(f"{path} is empty; it is not a saved model (was it truncated?)")
+    if head.startswith(_ZIP_MAGIC):
+        return "model"
+    if head.startswith(_HDF5_MAGIC) or head.startswith(_NETCDF3_MAGIC):
+        return "posterior"
+    raise FormatError(
+        f"{path} is not a bayesgmm file (expected a model zip archive or a posterior netCDF)"
+    )
+
+
+def load(path):
+    """Load a model saved by :func:`save`: a ``GaussianMixture`` or a ``Posterior``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    FormatError (a ValueError)
+        The file is not a bayesgmm file, is damaged or truncated, or was written by a newer
+        format version.
+    """
+    kind = file_kind(path)
+    return load_estimator(path) if kind == "model" else load_posterior(path)
+
+
+# --- reading data for the command line ---------------------------------------------------------
+_MISSING = {"", "na", "nan", "n/a", "null", "none", "?"}
+
+
+def _to_float(value: str) -> float:
+    v = value.strip()
+    if v.lower() in _MISSING:
+        return math.nan
+    return float(v)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        _to_float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path):
+    """Rows of a delimited text file, its header (or None) and the file line of each row."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        text = f.read()
+    lines = text.splitlines()
+    sample = "\n".join(lines[:50])
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t| ")
+        delimiter = dialect.delimiter
+    except csv.Error:  # one column, or nothing to tell the delimiter by
+        delimiter = ","
+    rows, line_numbers = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if delimiter == " ":
+            fields = line.split()
+        else:
+            fields = next(csv.reader([line], delimiter=delimiter))
+        rows.append([s.strip() for s in fields])
+        line_numbers.append(number)
+    if not rows:
+        raise ValueError(f"{path} holds no data rows")
+    header = None
+    # A first row with any non-numeric field is a header (csv.Sniffer.has_header guesses by
+    # column types and misreads all-numeric files).
+    if not all(_is_number(s) for s in rows[0]):
+        header = rows[0]
+        rows, line_numbers = rows[1:], line_numbers[1:]
+    if not rows:
+        raise ValueError(f"{path} has a header but no data rows")
+    width = len(header) if header is not None else len(rows[0])
+    for row, number in zip(rows, line_numbers):
+        if len(row) != width:
+            raise ValueError(
+                f"{path} line {number} has {len(row)} fields where {width} were expected"
+            )
+    return rows, header, line_numbers
+
+
+def _select_columns(names, columns, n_columns, path):
+    """Indices of the requested columns (names or 0-based indices, comma-separated)."""
+    if columns is None:
+        return list(range(n_columns))
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+    out = []
+    for c in columns:
+        if names is not None and str(c) in names:
+            out.append(names.index(str(c)))
+            continue
+        try:
+            i = int(c)
+        except (TypeError, ValueError):
+            known = f"; its columns are {', '.join(names)}" if names else " (it has no header)"
+            raise ValueError(f"{path} has no column {c!r}{known}") from None
+        if not 0 <= i < n_columns:
+            raise ValueError(
+                f"column index {i} is out of range: {path} has {n_columns} columns (0-based)"
+            )
+        out.append(i)
+    if not out:
+        raise ValueError("--columns selects no columns")
+    return out
+
+
+def read_data(path, *, columns=None, drop_nan: bool = False):
+    """Read a data matrix from CSV/TSV text, ``.npy`` or ``.npz``.
+
+    Parameters
+    ----------
+    path : path-like
+        Delimited text (the delimiter is sniffed among ``, ; tab | space``; a first row with any
+        non-numeric field is a header; ``#`` lines are skipped; empty, ``NA`` and ``nan`` fields
+        are missing), ``.npy`` (a 2-D array; 1-D is one feature) or ``.npz`` (the array ``X``,
+        or its only array).
+    columns : str or sequence, optional
+        Columns to keep: header names or 0-based indices (a comma-separated string or a list).
+    drop_nan : bool, default False
+        Drop rows with missing values instead of refusing them.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features), float64 (float32 arrays stay float32)
+    names : list of str, the column names (``x0, x1, ...`` without a header)
+    info : dict with ``dropped`` (file rows dropped for missing values)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a data file")
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"cannot read {path} as {suffix} ({exc})") from None
+        if suffix == ".npz":
+            with loaded:
+                keys = list(loaded.files)
+                if "X" in keys:
+                    arr = loaded["X"]
+                elif len(keys) == 1:
+                    arr = loaded[keys[0]]
+                else:
+                    raise ValueError(
+                        f"{path} holds arrays {keys}; name the data array 'X' or save only one"
+                    )
+        else:
+            arr = loaded
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{path} holds non-numeric data (dtype {arr.dtype})")
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"{path} holds a {arr.ndim}-D array; a 2-D array is needed")
+        names = [f"x{i}" for i in range(arr.shape[1])]
+        idx = _select_columns(None, columns, arr.shape[1], path)
+        X = arr[:, idx]
+        if X.dtype.kind != "f":
+            X = X.astype(np.float64)
+        row_labels = [f"row {i}" for i in range(X.shape[0])]
+        names = [names[i] for i in idx]
+    else:
+        try:
+            rows, header, line_numbers = _read_csv(path)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a text file; give CSV, .npy or .npz data") from None
+        n_columns = len(rows[0])
+        names = header if header is not None else [f"x{i}" for i in range(n_columns)]
+        idx = _select_columns(header, columns, n_columns, path)
+        X = np.empty((len(rows), len(idx)))
+        for j, c in enumerate(idx):
+            for i, row in enumerate(rows):
+                try:
+                    X[i, j] = _to_float(row[c])
+                except ValueError:
+                    raise ValueError(
+                        f"column {names[c]!r} of {path} is not numeric (line {line_numbers[i]}: "
+                        f"{row[c]!r}); choose numeric columns with --columns"
+                    ) from None
+        names = [names[i] for i in idx]
+        row_labels = [f"line {n}" for n in line_numbers]
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    dropped = []
+    if bad.size:
+        if not drop_nan:
+            shown = ", ".join(row_labels[i] for i in bad[:8]) + (" ..." if bad.size > 8 else "")
+            raise ValueError(
+                f"{path} has missing or infinite values in {bad.size} row(s) ({shown}); "
+                "remove them or pass --drop-nan"
+            )
+        dropped = [row_labels[i] for i in bad]
+        X = np.delete(X, bad, axis=0)
+    if X.shape[0] == 0:
+        raise ValueError(f"{path} has no complete rows left")
+    return np.ascontiguousarray(X), names, {"dropped": dropped}
