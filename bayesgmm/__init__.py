@@ -12,19 +12,25 @@ from . import covariance, density, em  # noqa: E402
 from .estimator import ConvergenceWarning, GaussianMixture, n_parameters  # noqa: E402
 from .io import load, save  # noqa: E402
 from .kmeans import KMeans  # noqa: E402
+from .model import gmm_model  # noqa: E402
 from .params import GMMParams, Prior  # noqa: E402
+from .posterior import DivergenceWarning, Posterior, fit_posterior  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "DivergenceWarning",
     "GMMParams",
     "GaussianMixture",
     "KMeans",
+    "Posterior",
     "Prior",
     "covariance",
     "density",
     "em",
+    "fit_posterior",
+    "gmm_model",
     "load",
     "n_parameters",
     "save",
