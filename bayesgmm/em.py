@@ -197,7 +197,8 @@ def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int) -> EMResult:
     init = (
         params0,
         jnp.asarray(-jnp.inf, dtype),
-        jnp.full((max_iter,), jnp.nan, dtype),
+        # At least one slot: the loop body is traced even when max_iter=0 never runs it.
+        jnp.full((max(max_iter, 1),), jnp.nan, dtype),
         jnp.asarray(0, jnp.int32),
         jnp.asarray(False),
         ~_all_finite(params0),
