@@ -7,6 +7,7 @@ the argument and what was expected instead of surfacing as NaN or a JAX trace.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -16,7 +17,13 @@ __all__ = [
     "check_nonnegative_float",
     "check_covariance_type",
     "result_dtype",
+    "warn_if_reg_covar_dominates",
+    "DataScaleWarning",
 ]
+
+
+class DataScaleWarning(UserWarning):
+    """The data's spread is so small that the absolute ``reg_covar`` dominates every covariance."""
 
 
 def result_dtype(dtype) -> np.dtype:
@@ -85,9 +92,7 @@ def check_data(
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has 0 features; at least one column is required")
     if arr.shape[0] < min_samples:
-        raise ValueError(
-            f"{name} has {arr.shape[0]} sample(s); at least {min_samples} are required"
-        )
+        raise ValueError(f"{name} has {arr.shape[0]} sample(s); at least {min_samples} required")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
             f"{name} has {arr.shape[1]} features, but the model was fitted with "
@@ -102,12 +107,47 @@ def check_data(
             f"{name} contains NaN or infinity in {bad.size} row(s) (rows {shown}); "
             "remove or impute them before fitting"
         )
-    if out_dtype == np.float32 and np.any(np.abs(arr) > np.sqrt(np.finfo(np.float32).max) / 10):
+    # Squared distances must stay finite in the computation dtype: |x|**2 overflows float32
+    # beyond ~1e18 and float64 beyond ~1e153 (EM would then fail with a misleading message).
+    limit = np.sqrt(np.finfo(out_dtype).max) / 10
+    if np.any(np.abs(arr) > limit):
+        hint = "pass float64 data or rescale it" if out_dtype == np.float32 else "rescale it"
         raise ValueError(
-            f"{name} has values too large for float32 arithmetic (squared distances overflow); "
-            "pass float64 data or rescale it"
+            f"{name} has values up to {np.abs(arr).max():.3g}, too large for {out_dtype} "
+            f"arithmetic (squared distances overflow above {limit:.3g}); {hint}"
         )
     return arr
+
+
+def warn_if_reg_covar_dominates(X: np.ndarray, reg_covar: float, *, stacklevel: int = 3) -> bool:
+    """Warn when ``reg_covar`` is not small against the spread of ``X``; return whether it did.
+
+    ``reg_covar`` is absolute: it is added to every covariance diagonal whatever the units of
+    ``X``. For data on a tiny scale (say ``X * 1e-8``, variances ~1e-16) the default 1e-6 then
+    swamps every covariance: EM still returns a correct, finite fit *of the regularised model*,
+    but its covariances are essentially ``reg_covar * I`` and say nothing about the data. We keep
+    that fit (it is what was asked for) and warn once the regulariser reaches 1% of the largest
+    feature variance, advising to standardise ``X`` or scale ``reg_covar`` with it.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    reg_covar : float
+    """
+    if reg_covar <= 0:
+        return False
+    spread = float(np.max(np.var(X, axis=0)))
+    if reg_covar < 0.01 * spread:
+        return False
+    warnings.warn(
+        f"reg_covar={reg_covar:g} is not small against the data: the largest feature variance "
+        f"of X is {spread:.3g}, so the fitted covariances are dominated by reg_covar. "
+        "Standardise X (e.g. (X - X.mean(0)) / X.std(0)) or pass a reg_covar scaled to the "
+        "data (e.g. 1e-6 * X.var(0).max()).",
+        DataScaleWarning,
+        stacklevel=stacklevel,
+    )
+    return True
 
 
 def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
