@@ -173,8 +173,9 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int) -> EMResult:
-    """One EM run from ``params0`` (unbatched)."""
+def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int, lb_init=-jnp.inf) -> EMResult:
+    """One EM run from ``params0`` (unbatched); ``lb_init`` is the objective the first
+    iteration's change is measured against (the previous fit's, when warm-starting)."""
     n_samples = jnp.sum(wb)
     dtype = Xb.dtype
     ct = params0.covariance_type
@@ -196,7 +197,7 @@ def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int) -> EMResult:
 
     init = (
         params0,
-        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(lb_init, dtype),
         # At least one slot: the loop body is traced even when max_iter=0 never runs it.
         jnp.full((max(max_iter, 1),), jnp.nan, dtype),
         jnp.asarray(0, jnp.int32),
@@ -255,6 +256,7 @@ def fit_em(
     means_init=None,
     covariances_init=None,
     params_init: GMMParams | None = None,
+    lower_bound_init=-jnp.inf,
 ) -> EMResult:
     """Fit a mixture by EM from ``n_init`` initialisations at once.
 
@@ -280,6 +282,9 @@ def fit_em(
         no initialisation runs.
     params_init : GMMParams, optional
         Start every restart from these parameters (warm start).
+    lower_bound_init : float, default -inf
+        Objective the first iteration is compared with for convergence; a warm start passes
+        the previous fit's ``lower_bound_`` (scikit-learn's convention).
 
     Returns
     -------
@@ -310,6 +315,6 @@ def fit_em(
         return GMMParams.tree_unflatten(ct.name, (w, m, c))
 
     def one(key):
-        return _run(Xb, wb, start(key), prior, tol, reg_covar, max_iter)
+        return _run(Xb, wb, start(key), prior, tol, reg_covar, max_iter, lower_bound_init)
 
     return jax.vmap(one)(keys)

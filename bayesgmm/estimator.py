@@ -20,12 +20,13 @@ from ._validation import (
     check_data,
     check_nonnegative_float,
     check_positive_int,
+    warn_if_reg_covar_dominates,
 )
 from .covariance import get_covariance_type
 from .em import INIT_METHODS, fit_em
 from .params import GMMParams, Prior
 
-__all__ = ["GaussianMixture", "ConvergenceWarning", "n_parameters"]
+__all__ = ["GaussianMixture", "ConvergenceWarning", "NotFittedError", "n_parameters"]
 
 try:  # Reuse scikit-learn's warning class when it is installed, so its filters apply.
     from sklearn.exceptions import ConvergenceWarning
@@ -33,6 +34,14 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 
     class ConvergenceWarning(UserWarning):
         """EM stopped at ``max_iter`` before the objective changed by less than ``tol``."""
+
+
+try:  # Likewise scikit-learn's NotFittedError (a ValueError and an AttributeError).
+    from sklearn.exceptions import NotFittedError
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+
+    class NotFittedError(ValueError, AttributeError):
+        """A method that needs a fitted estimator was called before ``fit``."""
 
 
 FIT_FAILED_MESSAGE = (
@@ -286,9 +295,11 @@ class GaussianMixture:
         """Fit, then return the most probable component of each row of ``X``; (n_samples,)."""
         X = check_data(X, min_samples=2)
         weights, means, covs = self._check_parameters(X)
+        warn_if_reg_covar_dominates(X, float(self.reg_covar))
         prior = self._resolve_prior(X)
         k = int(self.n_components)
         params_init = None
+        lower_bound_init = -np.inf
         n_init = int(self.n_init)
         if self.warm_start and hasattr(self, "converged_"):
             if self.params_.n_features != X.shape[1] or self.params_.n_components != k:
@@ -297,6 +308,8 @@ class GaussianMixture:
                     "previous fit"
                 )
             params_init = self.params_
+            # As scikit-learn: the first iteration's change is measured from the previous fit.
+            lower_bound_init = self.lower_bound_
             n_init = 1
         Xj = jnp.asarray(X)
         res = fit_em(
@@ -314,6 +327,7 @@ class GaussianMixture:
             means_init=means,
             covariances_init=covs,
             params_init=params_init,
+            lower_bound_init=lower_bound_init,
         )
         failed = np.asarray(res.failed)
         if failed.all():
@@ -382,7 +396,7 @@ class GaussianMixture:
     # --- using a fitted model -------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "params_"):
-            raise RuntimeError(
+            raise NotFittedError(
                 "This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate "
                 "arguments before using this estimator."
             )

@@ -7,6 +7,7 @@ compare hard-assignment clustering with the mixture side by side.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -15,6 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._random import as_key
+
+try:  # scikit-learn's warning class when installed, so its filters apply
+    from sklearn.exceptions import ConvergenceWarning
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+    ConvergenceWarning = UserWarning
 from ._validation import check_data, check_nonnegative_float, check_positive_int
 
 __all__ = ["KMeans", "kmeans_plusplus", "kmeans_fit", "KMeansResult"]
@@ -223,11 +229,22 @@ class KMeans:
         self.inertia_ = float(res.inertia)
         self.n_iter_ = int(res.n_iter)
         self.n_features_in_ = X.shape[1]
+        n_distinct = len(np.unique(self.cluster_centers_, axis=0))
+        if n_distinct < k:
+            # As scikit-learn: fewer distinct points than clusters leaves duplicate centres.
+            warnings.warn(
+                f"Number of distinct clusters ({n_distinct}) found smaller than n_clusters ({k}); "
+                "X has fewer distinct points than n_clusters: decrease n_clusters",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def _check_fitted(self, X):
         if not hasattr(self, "cluster_centers_"):
-            raise RuntimeError("this KMeans instance is not fitted yet; call fit first")
+            from .estimator import NotFittedError
+
+            raise NotFittedError("this KMeans instance is not fitted yet; call fit first")
         return check_data(X, n_features=self.n_features_in_, dtype=self.cluster_centers_.dtype)
 
     def predict(self, X):
