@@ -876,6 +876,13 @@ class Posterior:
 
         return from_inference_data(idata)
 
+    def save(self, path, overwrite=False):
+        """Save as ArviZ netCDF with bayesgmm's format attributes (:mod:`bayesgmm.io`); never
+        replaces an existing file unless ``overwrite=True``. Reload with :func:`bayesgmm.load`."""
+        from .io import save_posterior
+
+        return save_posterior(self, path, overwrite=overwrite)
+
 
 def _estimator_from_params(params: GMMParams, prior: Prior, info: dict | None = None):
     """A fitted GaussianMixture holding ``params`` (for posteriors loaded from files)."""

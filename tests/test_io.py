@@ -272,3 +272,109 @@ def test_read_npy_npz(tmp_path):
         read_data(tmp_path / "amb.npz")
     with pytest.raises(FileNotFoundError):
         read_data(tmp_path / "nothing.csv")
+
+
+# --- posteriors ------------------------------------------------------------------------------
+def make_posterior(X, covariance_type, *, n_chains=2, n_draws=6, seed=0):
+    """A Posterior built from jittered copies of a MAP-EM fit (no sampling: the file format,
+    not NUTS, is under test here)."""
+    from bayesgmm import GMMParams, Posterior
+
+    gm = GaussianMixture(2, covariance_type=covariance_type, prior="default", random_state=0)
+    gm.fit(X)
+    rng = np.random.default_rng(seed)
+    shape = (n_chains, n_draws)
+    w = rng.dirichlet(50 * gm.weights_, size=shape)
+    m = gm.means_ + 0.05 * rng.standard_normal(shape + gm.means_.shape)
+    c = gm.covariances_ * rng.uniform(0.9, 1.1, size=shape + (1,) * gm.covariances_.ndim)
+    draws = GMMParams(w, m, c, covariance_type)
+    stats = {
+        "diverging": rng.uniform(size=shape) < 0.1,
+        "energy": rng.normal(size=shape),
+        "tree_depth": rng.integers(1, 5, size=shape),
+    }
+    return Posterior(
+        draws,
+        X=X,
+        prior=gm.prior_,
+        map_params=gm.params_,
+        map_estimator=gm,
+        sample_stats=stats,
+        feature_names=["height", "width"],
+    )
+
+
+def test_posterior_round_trip_every_covariance_type(tmp_path, data, covariance_type):
+    post = make_posterior(data, covariance_type)
+    path = tmp_path / "post.nc"
+    post.save(path)
+    assert file_kind(path) == "posterior"
+    loaded = load(path)
+    assert type(loaded) is type(post)
+    assert loaded.covariance_type == covariance_type
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(loaded.draws, name)), np.asarray(getattr(post.draws, name))
+        )
+        np.testing.assert_array_equal(
+            np.asarray(getattr(loaded.map_params, name)),
+            np.asarray(getattr(post.map_params, name)),
+        )
+    for field in Prior._fields:
+        np.testing.assert_array_equal(
+            np.asarray(getattr(loaded.prior, field)), np.asarray(getattr(post.prior, field))
+        )
+    np.testing.assert_array_equal(loaded.X, post.X)
+    assert loaded.num_divergences == post.num_divergences
+    assert loaded.feature_names == ["height", "width"]
+    np.testing.assert_array_equal(loaded.predict_proba(data), post.predict_proba(data))
+    np.testing.assert_array_equal(loaded.score_samples(data), post.score_samples(data))
+    np.testing.assert_array_equal(loaded.sample(7, seed=2)[0], post.sample(7, seed=2)[0])
+
+
+def test_posterior_file_is_plain_arviz_netcdf(tmp_path, data):
+    import arviz as az
+
+    post = make_posterior(data, "diag")
+    path = tmp_path / "post.nc"
+    save(post, path)
+    idata = az.from_netcdf(path)
+    attrs = idata.posterior.attrs
+    assert attrs["bayesgmm_format"] == "bayesgmm-posterior"
+    assert int(attrs["bayesgmm_format_version"]) == 1
+    assert attrs["bayesgmm_version"] == bayesgmm.__version__
+    assert idata.posterior["means"].dims == ("chain", "draw", "component", "feature")
+    # Saving must not change the Posterior's own InferenceData attributes.
+    assert "bayesgmm_format" not in post.to_inference_data().posterior.attrs
+
+
+def test_posterior_overwrite_truncation_newer_and_foreign(tmp_path, data):
+    import arviz as az
+
+    post = make_posterior(data, "spherical")
+    path = tmp_path / "post.nc"
+    post.save(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        make_posterior(data, "spherical", seed=1).save(path)
+    assert path.read_bytes() == before
+    make_posterior(data, "spherical", seed=1).save(path, overwrite=True)
+    assert path.read_bytes() != before
+    assert sorted(os.listdir(tmp_path)) == ["post.nc"]
+
+    trunc = tmp_path / "trunc.nc"
+    trunc.write_bytes(before[: len(before) // 2])
+    with pytest.raises(FormatError, match="damaged or truncated"):
+        load(trunc)
+
+    idata = post.to_inference_data()
+    idata.posterior.attrs.update(bayesgmm_format="bayesgmm-posterior", bayesgmm_format_version=7)
+    newer = tmp_path / "newer.nc"
+    idata.to_netcdf(newer)
+    with pytest.raises(FormatError, match="version 7.*upgrade"):
+        load(newer)
+
+    foreign = tmp_path / "foreign.nc"
+    az.from_dict(posterior={"mu": np.zeros((2, 5))}).to_netcdf(foreign)
+    with pytest.raises(FormatError, match="not a bayesgmm-posterior"):
+        load(foreign)
