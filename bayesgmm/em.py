@@ -307,8 +307,10 @@ def fit_em(
             p = None
         else:
             resp = _resp_blocks(initial_resp(key, X, n_components, init_params), Xb)
-            # The initial M-step is always maximum likelihood, as in scikit-learn.
-            p = m_step(Xb, resp, ct.name, reg_covar)
+            # The initial M-step is the run's own M-step (maximum likelihood as in scikit-learn,
+            # or the posterior mode under a prior, which stays positive definite on collapsed
+            # points where the ML covariance is singular).
+            p = m_step(Xb, resp, ct.name, reg_covar, prior)
         w = p.weights if weights_init is None else jnp.asarray(weights_init, dtype)
         m = p.means if means_init is None else jnp.asarray(means_init, dtype)
         c = p.covariances if covariances_init is None else jnp.asarray(covariances_init, dtype)
