@@ -462,11 +462,23 @@ def plot_em_steps(X, n_components, iterations=(0, 1, 2, 5, 10, 30), *, ncols=3, 
     path, objective = em_path(X, n_components, iterations, **kwargs)
     X = _check_X(X)
     its = sorted(path)
-    axes = _new_grid(len(its), ncols, sharex=True, sharey=X.shape[1] > 1)
+    axes = _new_grid(len(its), ncols)
     for ax, i in zip(axes, its):
         _draw_state(path[i], X, ax, f"iteration {i}   objective {objective[i]:.3f}")
         ax.title.set_fontsize(9)
+    _same_limits(axes, equal=X.shape[1] > 1)
     return axes
+
+
+def _same_limits(axes, equal):
+    """One view for every panel: the union of their limits (fixed box for equal aspect)."""
+    xl = np.array([ax.get_xlim() for ax in axes])
+    yl = np.array([ax.get_ylim() for ax in axes])
+    for ax in axes:
+        if equal:
+            ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(xl[:, 0].min(), xl[:, 1].max())
+        ax.set_ylim(yl[:, 0].min(), yl[:, 1].max())
 
 
 def animate_em(
@@ -524,6 +536,8 @@ def animate_em(
     def frame(i):
         ax.clear()
         _draw_state(path[i], X, ax, f"EM iteration {i}   objective {objective[i]:.3f}")
+        if X.shape[1] > 1:
+            ax.set_aspect("equal", adjustable="box")
         ax.set_xlim(xlim)
         ax.set_ylim(ylim)
         return []
@@ -598,7 +612,7 @@ def plot_selection(table, criterion="bic", *, ax=None, title=None):
 
 
 # --- uncertainty ------------------------------------------------------------------------------
-def plot_uncertainty(model, X, *, ax=None, dims=(0, 1), cmap="magma_r", colorbar=True, title=None):
+def plot_uncertainty(model, X, *, ax=None, dims=(0, 1), cmap=None, colorbar=True, title=None):
     """Assignment uncertainty ``1 - max_k p(z = k | x)`` of each point.
 
     Points are shaded and sized by their uncertainty (in 1-D, uncertainty is drawn against x).
@@ -610,7 +624,8 @@ def plot_uncertainty(model, X, *, ax=None, dims=(0, 1), cmap="magma_r", colorbar
     X : array of shape (n_samples, n_features)
     ax : matplotlib Axes, optional
     dims : (int, int), default (0, 1)
-    cmap : str, default 'magma_r'
+    cmap : str or Colormap, optional
+        Default blue (certain) through orange to red (as uncertain as it gets).
     colorbar : bool, default True
     title : str, optional
 
@@ -627,6 +642,10 @@ def plot_uncertainty(model, X, *, ax=None, dims=(0, 1), cmap="magma_r", colorbar
         X = _check_X(X, n_features)
         resp = np.asarray(density.predict_proba(X.astype(np.asarray(params.means).dtype), params))
     X = _check_X(X, n_features)
+    if cmap is None:
+        from matplotlib.colors import LinearSegmentedColormap
+
+        cmap = LinearSegmentedColormap.from_list("uncertainty", ["#3b6fb6", "#f2a33a", "#c0182a"])
     unc = 1.0 - resp.max(axis=1)
     top = 1.0 - 1.0 / resp.shape[1] if resp.shape[1] > 1 else 1.0
     ax = _new_axes(ax)
@@ -856,7 +875,8 @@ def plot_real_vs_synthetic(X, model=None, posterior=None, *, n_samples=None, see
             ax.hist(data[:, 0], bins=40, density=True, color="0.6")
         else:
             ax.scatter(data[:, 0], data[:, 1], s=5, alpha=0.6, c="C0" if name == "data" else "C1")
-            ax.set_aspect("equal", adjustable="datalim")
+            # The panels share both axes, where matplotlib allows only a fixed box aspect.
+            ax.set_aspect("equal", adjustable="box")
         ax.set_title(name, fontsize=10)
     return axes
 

@@ -23,8 +23,12 @@ WEIGHTS = np.array([0.5, 0.3, 0.2])
 
 
 @pytest.fixture(autouse=True)
-def _close_figures():
+def _draw_and_close_figures():
     yield
+    # Render every figure a test made: some matplotlib errors (aspect with shared axes, bad
+    # colours) only appear at draw time.
+    for num in plt.get_fignums():
+        plt.figure(num).canvas.draw()
     plt.close("all")
 
 
