@@ -91,6 +91,13 @@ def _over_batch(fn, X, params, *args):
 
 def _common(X, params):
     X = jnp.asarray(X)
+    # Shapes are static even under jit, so this check costs nothing at run time and turns a
+    # broadcasting error deep in the trace into one that names the argument.
+    if X.ndim != 2 or X.shape[1] != params.n_features:
+        raise ValueError(
+            f"X must have shape (n_samples, {params.n_features}) to match the parameters' "
+            f"n_features; got shape {X.shape}"
+        )
     dtype = jnp.result_type(X.dtype, params.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32

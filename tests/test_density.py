@@ -204,3 +204,16 @@ def test_sample_rejects_bad_n_samples():
         density.sample(jax.random.key(0), p, 0)
     with pytest.raises(TypeError, match="n_samples"):
         density.sample(jax.random.key(0), p, 2.5)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [density.log_prob, density.component_log_prob, density.predict_proba, density.predict],
+    ids=["log_prob", "component_log_prob", "predict_proba", "predict"],
+)
+def test_data_of_the_wrong_shape_raises_naming_X(fn):
+    p = _random_params(np.random.default_rng(14), "diag")
+    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 2\)"):
+        fn(np.zeros((4, 3)), p)
+    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 2\)"):
+        fn(np.zeros(4), p)
