@@ -19,6 +19,7 @@ __all__ = [
     "result_dtype",
     "warn_if_reg_covar_dominates",
     "DataScaleWarning",
+    "collapsed_runs",
 ]
 
 
@@ -179,3 +180,30 @@ def check_covariance_type(value) -> str:
             f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {value!r}"
         )
     return value
+
+
+def collapsed_runs(params, X: np.ndarray) -> np.ndarray:
+    """Which EM runs ended with a component collapsed to the rounding level of the data.
+
+    A component that takes only identical points has zero scatter; its covariance is then
+    ``reg_covar`` plus rounding residue of order ``(10 eps |x|)**2`` (the ``10 eps`` that the
+    M-step adds to ``nk``). For ``full``/``tied`` the Cholesky factorisation usually fails and
+    EM flags the run; for ``diag``/``spherical`` the residue is positive, so without this check
+    a run with ``reg_covar=0`` returned a spike of variance ~1e-28 as if it were a fit. A run is
+    collapsed when some covariance eigenvalue is at or below ``(10 eps max|X|)**2``, which a
+    ``reg_covar`` above that level always prevents.
+
+    Parameters
+    ----------
+    params : GMMParams with one leading batch axis (n_runs,)
+    X : ndarray of shape (n_samples, n_features), the data EM ran on
+
+    Returns
+    -------
+    ndarray of bool, shape (n_runs,)
+    """
+    cov = np.asarray(params.covariance_matrices(), dtype=np.float64)
+    eig_min = np.linalg.eigvalsh(np.where(np.isfinite(cov), cov, 0.0))[..., 0]
+    eig_min = eig_min.reshape(eig_min.shape[0], -1).min(axis=1)
+    floor = (10 * np.finfo(X.dtype).eps * float(np.max(np.abs(X)))) ** 2
+    return eig_min <= floor
