@@ -20,6 +20,7 @@ from ._validation import (
     check_data,
     check_nonnegative_float,
     check_positive_int,
+    collapsed_runs,
     warn_if_reg_covar_dominates,
 )
 from .covariance import get_covariance_type
@@ -329,7 +330,8 @@ class GaussianMixture:
             params_init=params_init,
             lower_bound_init=lower_bound_init,
         )
-        failed = np.asarray(res.failed)
+        # A run also fails when a component collapsed onto identical points (see collapsed_runs).
+        failed = np.asarray(res.failed) | collapsed_runs(res.params, X)
         if failed.all():
             msg = FIT_FAILED_MESSAGE
             if X.dtype == np.float32:
