@@ -319,3 +319,32 @@ def test_subprocess_demo_quick_produces_every_file(tmp_path):
     assert r.returncode == 2 and "--force" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert (out / "em_model.bgmm").read_bytes() == before
+
+
+def test_fit_nuts_saves_a_relabeled_posterior(files, X, capsys, tmp_path):
+    # Few draws: this checks the command's plumbing, not the sampler (tests of
+    # fit_posterior cover that).
+    out_path = tmp_path / "post.nc"
+    code, out, _ = run(
+        capsys, "fit", files / "data.csv", "-k", "2", "--method", "nuts", "--num-warmup", "30",
+        "--num-samples", "30", "--num-chains", "2", "--seed", "3", "-o", out_path,
+    )  # fmt: skip
+    assert code == 0
+    post = load(out_path)
+    assert post.relabeled and post.num_chains == 2 and post.num_draws == 30
+    assert post.feature_names == ["height", "width"]
+    np.testing.assert_array_equal(post.X, X)
+    means = np.asarray(post.draws.means).mean(axis=(0, 1))
+    assert f"{means[0, 0]:.4f}" in out and "90% interval" in out and "divergences" in out
+    # The two well-separated clusters (centres 0 and 5) are found: a loose check that the
+    # printed numbers are posterior means, not something else.
+    np.testing.assert_allclose(np.sort(means[:, 0]), [0.0, 5.0], atol=0.6)
+
+
+def test_subprocess_diagnose(X, tmp_path):
+    post = make_posterior(X, "tied", n_chains=2, n_draws=20)
+    post.save(tmp_path / "post.nc")
+    r = bayesgmm_cmd("diagnose", "post.nc", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "r_hat" in r.stdout and "weights[1]" in r.stdout
+    assert f"divergences: {post.num_divergences}" in r.stdout
