@@ -92,6 +92,7 @@ def run_sbc(
     thin: int = 10,
     seed: int = 0,
     verbose: bool = True,
+    fit_prior: Prior | None = None,
 ):
     """Run the calibration study.
 
@@ -100,8 +101,12 @@ def run_sbc(
     ranks : dict of int arrays of shape (n_sims,), values in 0..L
     L : int, the number of thinned draws per simulation
     info : dict with the number of divergent transitions and the run time
+
+    ``fit_prior`` (default: the simulation prior) is for negative controls only: fitting
+    under any other prior must make the ranks non-uniform.
     """
     prior = sbc_prior()
+    fit_prior = prior if fit_prior is None else fit_prior
     sims = simulate(jax.random.key(seed), n_sims, n_data, prior)
     truth = label_invariant(sims["weights"], sims["means"], sims["covariances"])
     L = len(range(0, num_samples, thin))
@@ -116,7 +121,7 @@ def run_sbc(
                 sims["obs"][i],
                 N_COMPONENTS,
                 covariance_type=COVARIANCE_TYPE,
-                prior=prior,
+                prior=fit_prior,
                 num_warmup=num_warmup,
                 num_samples=num_samples,
                 num_chains=1,
