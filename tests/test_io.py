@@ -11,6 +11,10 @@ import bayesgmm
 from bayesgmm import GaussianMixture, Prior, load, save
 from bayesgmm.io import FormatError, atomic_write, file_kind, read_data
 
+# Random starts from the data compile much faster than k-means and are all the file format
+# tests need.
+FAST = {"init_params": "random_from_data", "n_init": 2}
+
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 
 
@@ -39,7 +43,7 @@ def assert_same_estimator(a, b, X):
 @pytest.mark.parametrize("prior", [None, "default"], ids=["em", "map-em"])
 def test_round_trip_every_covariance_type(tmp_path, data, covariance_type, prior):
     gm = GaussianMixture(
-        2, covariance_type=covariance_type, prior=prior, random_state=0, tol=1e-5
+        2, covariance_type=covariance_type, prior=prior, random_state=0, tol=1e-5, **FAST
     ).fit(data)
     path = tmp_path / "model.bgmm"
     gm.save(path)
@@ -90,8 +94,8 @@ def test_unfitted_and_wrong_objects_are_refused(tmp_path):
 
 
 def test_existing_file_is_never_overwritten_unasked(tmp_path, data):
-    gm1 = GaussianMixture(1, random_state=0).fit(data)
-    gm2 = GaussianMixture(2, random_state=0).fit(data)
+    gm1 = GaussianMixture(1, random_state=0, **FAST).fit(data)
+    gm2 = GaussianMixture(2, random_state=0, **FAST).fit(data)
     path = tmp_path / "m.bgmm"
     path.write_bytes(b"precious user data")
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -123,7 +127,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
 
 
 def test_missing_directory_and_directory_destination(tmp_path, data):
-    gm = GaussianMixture(1, random_state=0).fit(data)
+    gm = GaussianMixture(1, random_state=0, **FAST).fit(data)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gm.save(tmp_path / "nope" / "m.bgmm")
     with pytest.raises(IsADirectoryError):
@@ -133,7 +137,7 @@ def test_missing_directory_and_directory_destination(tmp_path, data):
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.9, 0.99])
 def test_truncated_model_is_refused(tmp_path, data, fraction):
     path = tmp_path / "m.bgmm"
-    GaussianMixture(2, random_state=0).fit(data).save(path)
+    GaussianMixture(2, random_state=0, **FAST).fit(data).save(path)
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * fraction)])
     with pytest.raises(FormatError, match="empty|damaged|truncated"):
@@ -142,7 +146,7 @@ def test_truncated_model_is_refused(tmp_path, data, fraction):
 
 def test_corrupted_member_is_refused(tmp_path, data):
     path = tmp_path / "m.bgmm"
-    GaussianMixture(2, random_state=0).fit(data).save(path)
+    GaussianMixture(2, random_state=0, **FAST).fit(data).save(path)
     raw = bytearray(path.read_bytes())
     # Flip bytes inside the compressed arrays member: the zip CRC check must catch it.
     with zipfile.ZipFile(path) as zf:
@@ -167,7 +171,7 @@ def _rewrite_meta(path, change):
 
 def test_newer_version_and_foreign_files_are_refused(tmp_path, data):
     path = tmp_path / "m.bgmm"
-    GaussianMixture(2, random_state=0).fit(data).save(path)
+    GaussianMixture(2, random_state=0, **FAST).fit(data).save(path)
     _rewrite_meta(path, lambda m: m.update(format_version=99))
     with pytest.raises(FormatError, match="version 99.*upgrade bayesgmm"):
         load(path)
@@ -194,7 +198,9 @@ def test_newer_version_and_foreign_files_are_refused(tmp_path, data):
 
 def test_saved_file_is_the_documented_format(tmp_path, data):
     path = tmp_path / "m.bgmm"
-    gm = GaussianMixture(2, covariance_type="tied", prior="default", random_state=0).fit(data)
+    gm = GaussianMixture(2, covariance_type="tied", prior="default", random_state=0, **FAST).fit(
+        data
+    )
     gm.save(path)
     with zipfile.ZipFile(path) as zf:
         assert set(zf.namelist()) == {"model.json", "arrays.npz"}
@@ -280,7 +286,9 @@ def make_posterior(X, covariance_type, *, n_chains=2, n_draws=6, seed=0):
     not NUTS, is under test here)."""
     from bayesgmm import GMMParams, Posterior
 
-    gm = GaussianMixture(2, covariance_type=covariance_type, prior="default", random_state=0)
+    gm = GaussianMixture(
+        2, covariance_type=covariance_type, prior="default", random_state=0, **FAST
+    )
     gm.fit(X)
     rng = np.random.default_rng(seed)
     shape = (n_chains, n_draws)
