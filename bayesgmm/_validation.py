@@ -182,7 +182,7 @@ def check_covariance_type(value) -> str:
     return value
 
 
-def collapsed_runs(params, X: np.ndarray) -> np.ndarray:
+def collapsed_runs(params, X: np.ndarray, reg_covar: float) -> np.ndarray:
     """Which EM runs ended with a component collapsed to the rounding level of the data.
 
     A component that takes only identical points has zero scatter; its covariance is then
@@ -190,20 +190,26 @@ def collapsed_runs(params, X: np.ndarray) -> np.ndarray:
     M-step adds to ``nk``). For ``full``/``tied`` the Cholesky factorisation usually fails and
     EM flags the run; for ``diag``/``spherical`` the residue is positive, so without this check
     a run with ``reg_covar=0`` returned a spike of variance ~1e-28 as if it were a fit. A run is
-    collapsed when some covariance eigenvalue is at or below ``(10 eps max|X|)**2``, which a
-    ``reg_covar`` above that level always prevents.
+    collapsed when some covariance eigenvalue is at or below that rounding level,
+    ``(10 eps max|X|)**2``, *and* ``reg_covar`` is negligible against it (below 1%). A
+    component held at ``reg_covar`` by a regulariser the user chose is the documented recovery
+    (for instance a lone outlier at 1e12), not a failure.
 
     Parameters
     ----------
     params : GMMParams with one leading batch axis (n_runs,)
     X : ndarray of shape (n_samples, n_features), the data EM ran on
+    reg_covar : float
 
     Returns
     -------
     ndarray of bool, shape (n_runs,)
     """
+    floor = (10 * np.finfo(X.dtype).eps * float(np.max(np.abs(X)))) ** 2
+    n_runs = params.weights.shape[0]
+    if reg_covar >= 0.01 * floor:
+        return np.zeros(n_runs, dtype=bool)
     cov = np.asarray(params.covariance_matrices(), dtype=np.float64)
     eig_min = np.linalg.eigvalsh(np.where(np.isfinite(cov), cov, 0.0))[..., 0]
-    eig_min = eig_min.reshape(eig_min.shape[0], -1).min(axis=1)
-    floor = (10 * np.finfo(X.dtype).eps * float(np.max(np.abs(X)))) ** 2
+    eig_min = eig_min.reshape(n_runs, -1).min(axis=1)
     return eig_min <= floor

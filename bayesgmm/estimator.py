@@ -331,7 +331,7 @@ class GaussianMixture:
             lower_bound_init=lower_bound_init,
         )
         # A run also fails when a component collapsed onto identical points (see collapsed_runs).
-        failed = np.asarray(res.failed) | collapsed_runs(res.params, X)
+        failed = np.asarray(res.failed) | collapsed_runs(res.params, X, float(self.reg_covar))
         if failed.all():
             msg = FIT_FAILED_MESSAGE
             if X.dtype == np.float32:

@@ -209,7 +209,7 @@ def test_failed_restarts_are_discarded_with_a_warning(dtype):
     res = em.fit_em(as_key(0), X, 2, "spherical", **kw)
     # spherical runs collapse to a rounding-level variance rather than a failed Cholesky;
     # collapsed_runs is the estimator's test for both.
-    failed = np.asarray(res.failed) | collapsed_runs(res.params, X)
+    failed = np.asarray(res.failed) | collapsed_runs(res.params, X, 0.0)
     assert 0 < failed.sum() < len(failed)  # the seed gives both kinds of restart
     gm = GaussianMixture(2, covariance_type="spherical", random_state=0, **kw)
     with pytest.warns(RuntimeWarning, match=rf"{failed.sum()} of 40 .*increase reg_covar"):
