@@ -699,11 +699,11 @@ def plot_posterior_ellipses(
     *,
     n_draws=40,
     level=2.0,
-    levels=LEVELS,
+    levels=None,
     ax=None,
     dims=(0, 1),
     seed=0,
-    draw_alpha=0.15,
+    draw_alpha=0.2,
     title=None,
 ):
     """Posterior uncertainty of the components: thinned relabeled draws drawn faintly at one
@@ -720,8 +720,9 @@ def plot_posterior_ellipses(
         Draws shown, chosen at random over all chains.
     level : float, default 2
         Standard deviations of each draw's outline.
-    levels : sequence of float, default (1, 2, 3)
-        Levels of the MAP-EM ellipses.
+    levels : sequence of float, optional
+        Levels of the MAP-EM ellipses; default ``(level,)``, the draws' level, so the two
+        compare directly.
     ax : matplotlib Axes, optional
     dims : (int, int), default (0, 1)
     seed : int, default 0
@@ -736,6 +737,7 @@ def plot_posterior_ellipses(
     """
     post = _aligned(posterior)
     mp = post.map_params
+    levels = (float(level),) if levels is None else levels
     dims = _check_dims(dims, mp.n_features)
     if X is None:
         X = post.X
@@ -760,6 +762,7 @@ def plot_posterior_ellipses(
     for p in ax.patches[: mp.n_components * len(_levels(levels))]:
         p.set_linewidth(2.0)
         p.set_edgecolor("k")
+        p.set_linestyle("--")
         p.set_zorder(3)
     m = np.asarray(mp.means, dtype=float)[:, dims]
     ax.scatter(m[:, 0], m[:, 1], marker="x", c="k", s=40, lw=1.5, zorder=4)

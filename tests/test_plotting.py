@@ -299,12 +299,17 @@ def posterior(request, data):
 
 
 def test_plot_posterior_ellipses(posterior):
-    ax = plotting.plot_posterior_ellipses(posterior, n_draws=10)
+    ax3 = plotting.plot_posterior_ellipses(posterior, n_draws=10, levels=(1, 2, 3))
+    assert len(ellipses(ax3)) == K * 3 + 10 * K
+    ax = plotting.plot_posterior_ellipses(posterior, n_draws=10)  # MAP-EM at the draws' level
     es = ellipses(ax)
-    assert len(es) == K * 3 + 10 * K
+    assert len(es) == K + 10 * K
+    for k in range(K):  # MAP-EM first, at 2 sd
+        vals = np.linalg.eigvalsh(np.asarray(posterior.map_params.covariance_matrices())[k])
+        assert es[k].width == pytest.approx(2 * 2 * np.sqrt(vals[1]))
     # Relabeled: each faint ellipse sits near the MAP-EM mean of its colour's component.
     colors = plotting.component_colors(K)
-    for e in es[K * 3 :]:
+    for e in es[K:]:
         k = int(np.argmin(np.abs(colors[:, :3] - np.asarray(e.get_edgecolor())[:3]).sum(1)))
         assert np.linalg.norm(np.asarray(e.center) - MEANS[k]) < 0.6
 
