@@ -180,7 +180,7 @@ def _cmd_fit(args) -> int:
     if k < 1:
         raise UsageError(f"-k must be at least 1; got {k}")
     _check_rows(X, k, args.data)
-    prior = None if args.prior == "none" else args.prior
+    prior = args.prior
     what = {"em": "EM (maximum likelihood)", "map": "MAP-EM", "nuts": "NUTS"}[args.method]
     _log(
         f"fitting {k} component(s), covariance '{args.covariance_type}', by {what} to "
@@ -193,7 +193,7 @@ def _cmd_fit(args) -> int:
             X,
             k,
             covariance_type=args.covariance_type,
-            prior=prior or "default",
+            prior=prior,
             num_warmup=args.num_warmup,
             num_samples=args.num_samples,
             num_chains=args.num_chains,
@@ -214,6 +214,7 @@ def _cmd_fit(args) -> int:
         prior=prior if args.method == "map" else None,
         random_state=args.seed,
         n_init=args.n_init,
+        init_params=args.init,
         max_iter=args.max_iter,
         tol=args.tol,
     ).fit(X)
@@ -371,7 +372,9 @@ def _cmd_select(args) -> int:
         f"fitting {len(usable) * len(types)} mixtures (K = {', '.join(map(str, usable))}; "
         f"{', '.join(types)}) to {X.shape[0]} rows x {X.shape[1]} features"
     )
-    table, best = _select(X, usable, types, args.criterion, args.seed, n_init=args.n_init)
+    table, best = _select(
+        X, usable, types, args.criterion, args.seed, n_init=args.n_init, init_params=args.init
+    )
     _log(str(table))
     _log(
         f"best by {args.criterion.upper()}: {best.n_components} component(s), covariance "
@@ -634,6 +637,17 @@ def _data_options(p) -> None:
     )
 
 
+def _init_option(p) -> None:
+    from .em import INIT_METHODS
+
+    p.add_argument(
+        "--init",
+        choices=tuple(INIT_METHODS),
+        default="kmeans",
+        help="EM initialisation (random_from_data compiles fastest)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -680,12 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prior",
-        choices=("default", "none"),
+        choices=("default",),
         default="default",
-        help="prior for map/nuts: mclust's data-dependent default",
+        help="prior for map and nuts: mclust's data-dependent conjugate prior",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-init", type=int, default=1, help="EM restarts (em/map)")
+    _init_option(p)
     p.add_argument("--max-iter", type=int, default=100)
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--num-warmup", type=int, default=1000, help="NUTS warm-up steps per chain")
@@ -715,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", choices=("bic", "aic", "icl"), default="bic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-init", type=int, default=1)
+    _init_option(p)
     p.add_argument("--plot", metavar="FILE", help="save the criterion curves (png, pdf, svg)")
     p.add_argument("-o", "--output", metavar="MODEL", help="save the best model to this file")
     p.add_argument("--force", action="store_true", help="replace existing output files")

@@ -85,11 +85,14 @@ def test_fit_map_and_covariance_type(files, X, capsys, tmp_path):
     out_path = tmp_path / "map.bgmm"
     code, out, _ = run(
         capsys, "fit", files / "data.csv", "-k", "2", "--method", "map",
-        "--covariance-type", "diag", "--seed", "1", "-o", out_path,
+        "--covariance-type", "diag", "--seed", "1", "--init", "k-means++", "-o", out_path,
     )  # fmt: skip
     assert code == 0 and "MAP-EM" in out
     gm = load(out_path)
-    ref = GaussianMixture(2, covariance_type="diag", prior="default", random_state=1).fit(X)
+    assert gm.init_params == "k-means++"
+    ref = GaussianMixture(
+        2, covariance_type="diag", prior="default", random_state=1, init_params="k-means++"
+    ).fit(X)
     assert gm.prior == "default" and gm.covariance_type == "diag"
     np.testing.assert_array_equal(gm.means_, ref.means_)
     np.testing.assert_array_equal(gm.covariances_, ref.covariances_)
@@ -126,10 +129,12 @@ def test_select_table_plot_and_best_model(files, X, capsys, tmp_path):
     plot, best_path = tmp_path / "bic.png", tmp_path / "best.bgmm"
     code, out, _ = run(
         capsys, "select", files / "data.csv", "--k", "1-3", "--covariance-type", "spherical",
-        "--plot", plot, "-o", best_path,
+        "--init", "random_from_data", "--plot", plot, "-o", best_path,
     )  # fmt: skip
     assert code == 0
-    table, best = select(X, n_components=[1, 2, 3], covariance_types=["spherical"])
+    table, best = select(
+        X, n_components=[1, 2, 3], covariance_types=["spherical"], init_params="random_from_data"
+    )
     assert f"best by BIC: {best.n_components} component(s)" in out
     for row in table:
         assert f"{row['bic']:.2f}" in out
