@@ -20,6 +20,7 @@ __all__ = [
     "warn_if_reg_covar_dominates",
     "DataScaleWarning",
     "collapsed_runs",
+    "check_default_prior_scale",
 ]
 
 
@@ -213,3 +214,38 @@ def collapsed_runs(params, X: np.ndarray, reg_covar: float) -> np.ndarray:
     eig_min = np.linalg.eigvalsh(np.where(np.isfinite(cov), cov, 0.0))[..., 0]
     eig_min = eig_min.reshape(n_runs, -1).min(axis=1)
     return eig_min <= floor
+
+
+def check_default_prior_scale(X: np.ndarray, scale: np.ndarray) -> None:
+    """Raise a clear error when the data-dependent default prior cannot be built from ``X``.
+
+    mclust's default prior takes its scale from the data covariance (or variances). A constant
+    feature, exactly collinear features or identical rows make that scale singular, and the
+    Prior constructor's own message (about ``scale``, which the user never passed) would not
+    say what to change.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    scale : ndarray, the default scale computed from ``X`` (shape of the covariance type)
+    """
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim == 2:
+        eig = np.linalg.eigvalsh(scale)
+        singular = not np.all(np.isfinite(eig)) or eig[0] <= 1e-12 * max(eig[-1], 0.0)
+    else:
+        singular = not np.all(np.isfinite(scale)) or np.any(scale <= 0)
+    if not singular:
+        return
+    var = np.var(X, axis=0)
+    constant = np.flatnonzero(var <= 0)
+    what = (
+        f"feature(s) {constant.tolist()} of X are constant"
+        if constant.size
+        else "features of X are collinear (their covariance matrix is singular)"
+    )
+    raise ValueError(
+        f"prior='default' builds its scale from the covariance of X, but {what}. Drop or "
+        "combine those features, or pass a Prior with an explicit positive-definite scale "
+        "(or prior=None for maximum likelihood)."
+    )

@@ -355,19 +355,21 @@ class Prior:
         mean_precision : float, default 0.01
         dof : float, optional (default n_features + 2)
         """
-        from ._validation import check_data, check_positive_int
+        from ._validation import check_data, check_default_prior_scale, check_positive_int
 
         n_components = check_positive_int(n_components, "n_components")
         X = check_data(X, min_samples=2)
         ct = get_covariance_type(covariance_type)
         d = X.shape[1]
         wc = np.broadcast_to(np.asarray(weight_concentration, X.dtype), (n_components,))
+        scale = ct.default_scale(X, n_components).astype(X.dtype)
+        check_default_prior_scale(X, scale)
         return cls(
             wc,
             X.mean(axis=0),
             mean_precision,
             d + 2.0 if dof is None else dof,
-            ct.default_scale(X, n_components).astype(X.dtype),
+            scale,
             ct.name,
         )
 

@@ -489,3 +489,42 @@ def test_kmeans_reencoded_input(make):
     b = KMeans(2, random_state=0).fit(make())
     assert_array_equal(a.cluster_centers_, b.cluster_centers_)
     assert_array_equal(a.labels_, b.labels_)
+
+
+# --- the data-dependent default prior (MAP-EM and fit_posterior) --------------------------
+
+DEFAULT_PRIOR_CASES = [
+    ("constant feature", lambda: np.c_[BASE[:, 0], np.full(200, 3.0)], r"feature\(s\) \[1\]"),
+    ("collinear features", lambda: np.c_[BASE[:, 0], 2 * BASE[:, 0] + 1], r"collinear"),
+    ("identical rows", lambda: np.full((200, 2), 1.5), r"feature\(s\) \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize(
+    "make, pattern", [c[1:] for c in DEFAULT_PRIOR_CASES], ids=[c[0] for c in DEFAULT_PRIOR_CASES]
+)
+def test_default_prior_on_degenerate_data_gets_a_clear_error(make, pattern, covariance_type):
+    """mclust's default prior takes its scale from cov(X); degenerate X made it singular and the
+    error used to be about ``scale``, an argument the user never passed."""
+    from bayesgmm import fit_posterior
+
+    X = make()
+    if covariance_type == "diag" and pattern == "collinear":
+        # diag's default scale is the per-feature variances: collinearity is no problem.
+        gm = _fit(X, "diag", prior="default")
+        assert_valid_fit(gm, X)
+        return
+    with pytest.raises(ValueError) as excinfo:
+        _fit(X, covariance_type, prior="default")
+    assert_clear_error(excinfo, r"prior='default' builds its scale.*" + pattern)
+    assert "Prior with an explicit" in str(excinfo.value)
+    with pytest.raises(ValueError) as excinfo:
+        fit_posterior(X, 2, covariance_type=covariance_type, num_chains=1, progress_bar=False)
+    assert_clear_error(excinfo, r"prior='default' builds its scale")
+
+
+def test_map_em_on_duplicated_points():
+    X = np.repeat(BASE[:5], 40, axis=0)
+    gm = _fit(X, "full", prior="default")
+    assert_valid_fit(gm, X)
