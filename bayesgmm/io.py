@@ -43,7 +43,7 @@ Examples
 >>> X = np.random.default_rng(0).normal(size=(100, 2))
 >>> gm = GaussianMixture(2, random_state=0).fit(X)
 >>> path = os.path.join(tempfile.mkdtemp(), "model.bgmm")
->>> gm.save(path)
+>>> saved = gm.save(path)  # returns the path written
 >>> bool(np.array_equal(load(path).predict(X), gm.predict(X)))
 True
 """
