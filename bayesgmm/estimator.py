@@ -213,7 +213,9 @@ class GaussianMixture:
         check_nonnegative_float(self.reg_covar, "reg_covar")
         check_positive_int(self.max_iter, "max_iter", minimum=0)
         check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.verbose, "verbose", minimum=0)
+        # verbose=True is accepted as 1, as scikit-learn does.
+        verbose = int(self.verbose) if isinstance(self.verbose, bool) else self.verbose
+        check_positive_int(verbose, "verbose", minimum=0)
         if self.init_params not in INIT_METHODS:
             raise ValueError(
                 f"init_params must be one of {list(INIT_METHODS)}; got {self.init_params!r}"

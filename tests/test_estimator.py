@@ -223,6 +223,9 @@ def test_verbose_prints(X, capsys):
     out = capsys.readouterr().out
     assert "Initialization 0" in out and "converged=True" in out
     assert "Iteration 1" in out and "Iteration 2" in out
+    GaussianMixture(3, random_state=0, verbose=True).fit(X)  # as in scikit-learn: level 1
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out and "Iteration" not in out
     GaussianMixture(3, random_state=0).fit(X)
     assert capsys.readouterr().out == ""
 
