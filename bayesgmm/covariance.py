@@ -108,7 +108,32 @@ class CovarianceType:
 
     def sq_mahalanobis(self, X, means, prec_chol):
         """Squared Mahalanobis distances, shape (n_samples, K). Unbatched parameters."""
+        return self.sq_mahalanobis_t(X.T, self.mahalanobis_terms(means, prec_chol)).T
+
+    # --- kernels over a block of rows, stored transposed -----------------------------------
+    # EM and the density work on blocks ``XT`` of shape (n_features, rows) and produce
+    # (K, rows) arrays: the rows run along the minor (vectorised) axis, so the reductions over
+    # components and features are plain vector adds, and full/tied types reduce to one large
+    # matrix product per block. Blocks are small enough for every intermediate to stay in cache.
+
+    def mahalanobis_terms(self, means, prec_chol):
+        """Per-parameter-set arrays used by :meth:`sq_mahalanobis_t` (computed once per
+        E-step, outside the loop over row blocks)."""
         raise NotImplementedError
+
+    def sq_mahalanobis_t(self, XT, terms):
+        """Squared Mahalanobis distances of a block ``XT`` (d, rows); returns (K, rows)."""
+        raise NotImplementedError
+
+    def scatter_t(self, XT, RT, centres, shift):
+        """Additive scatter statistics of a block: ``XT`` (d, rows), responsibilities ``RT``
+        (K, rows), the new means ``centres`` (K, d) and a fixed ``shift`` (d,) near the data.
+        Sum the results over blocks, then call :meth:`scatter_finalize`."""
+        raise NotImplementedError
+
+    def scatter_finalize(self, stats, centres, shift):
+        """The scatter around ``centres`` (as :meth:`scatter`) from summed block statistics."""
+        return stats
 
     # --- EM statistics and M-step ---------------------------------------------------------
     def scatter(self, X, resp, centres):
@@ -117,7 +142,8 @@ class CovarianceType:
         Centred at the component means (not raw second moments) so that float32 stays
         accurate for small, far-away components.
         """
-        raise NotImplementedError
+        shift = jnp.mean(X, axis=0)
+        return self.scatter_finalize(self.scatter_t(X.T, resp.T, centres, shift), centres, shift)
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         """Maximum-likelihood covariances from statistics, plus ``reg_covar`` on diagonals."""
@@ -173,6 +199,72 @@ def _check_positive(values: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be positive; got minimum {values.min()}")
 
 
+def _semi_centred_finalize(stats, centres, shift):
+    """Scatter from ``A = sum r (x - c)(x - s)^T`` and ``b = sum r (x - c)``.
+
+    ``sum r (x - c)(x - c)^T = A - b (c - s)^T`` exactly, for any shift ``s``: one factor of
+    every product is centred at the component mean, the other at ``s`` (near the data), and
+    ``b`` (zero up to rounding) is summed from centred terms, so nothing cancels at the scale
+    of the distance of the data from the origin.
+    """
+    a, b = stats
+    offset = centres - shift
+    if a.ndim == 3:  # one matrix per component (full)
+        s = a - b[:, :, None] * offset[:, None, :]
+    else:  # summed over components (tied)
+        s = a - b.T @ offset
+    return 0.5 * (s + jnp.swapaxes(s, -1, -2))
+
+
+def _weighted_centred(XT, RT, centres):
+    """``r_kn (x_n - c_k)`` for a block, shape (K, d, rows)."""
+    return (XT[None, :, :] - centres[:, :, None]) * RT[:, None, :]
+
+
+def _shifted_ok(a) -> bool:
+    """Whether per-feature squares may be expanded around a shift near the data (diag and
+    spherical E-step terms and scatters), judged by the dtype of ``a``.
+
+    The relative rounding error of ``sum r u^2 - n mu^2`` (``u = x - s``, ``mu = c - s``) is
+    about ``eps * (|mu|^2 + var) / var``: harmless in float64 (1e-12 for a component 100
+    standard deviations from the centre of the data; scikit-learn expands around zero), but
+    in float32 such uncentred statistics lost positive definiteness on small, far-away
+    components (PERFORMANCE.md) and the expanded E-step lost 3 digits of the objective on a
+    tight component far from the rest, so float32 keeps differences centred at each
+    component's mean.
+    """
+    return jnp.finfo(a.dtype).bits >= 64
+
+
+def _shifted_moments(XT, RT, shift):
+    """``(sum r u^2, sum r u, sum r)`` per component and feature, ``u = x - shift``: two
+    (K, rows) @ (rows, d) products instead of a (K, d, rows) difference."""
+    u = XT - shift[:, None]
+    return RT @ (u * u).T, RT @ u.T, jnp.sum(RT, axis=1)
+
+
+def _shifted_finalize(stats, centres, shift):
+    """Per-feature scatter ``sum r (x - c)^2`` (K, d) from :func:`_shifted_moments`."""
+    a, b, nk = stats
+    mu = centres - shift
+    return jnp.maximum(a - 2.0 * mu * b + nk[:, None] * mu * mu, 0.0)
+
+
+def _expanded_terms(means, prec2):
+    """Terms of ``sum_d p2_kd (x_d - m_kd)^2 = [p2, -2 p2 mu] @ [u^2; u] + sum_d p2 mu^2`` with
+    ``u = x - s``, ``mu = m - s`` (diagonal precisions ``prec2``, (K, d) or (K, 1)).
+
+    One small matrix product per block instead of a (K, d, rows) difference, as scikit-learn
+    does for these types; the shift ``s`` (the centre of the means) keeps ``u`` at the scale of
+    the spread of the data, not of its distance from the origin.
+    """
+    shift = jnp.mean(means, axis=0)
+    mu = means - shift
+    prec2 = jnp.broadcast_to(prec2, means.shape)
+    coef = jnp.concatenate([prec2, -2.0 * prec2 * mu], axis=1)
+    return coef, jnp.sum(prec2 * mu * mu, axis=1)[:, None], shift
+
+
 class _Full(CovarianceType):
     name = "full"
     dims = ("component", "feature", "feature_bis")
@@ -202,13 +294,27 @@ class _Full(CovarianceType):
     def log_det_precision_cholesky(self, prec_chol, n_features):
         return _log_det_tri(prec_chol)
 
-    def sq_mahalanobis(self, X, means, prec_chol):
-        y = jnp.einsum("nd,kde->nke", X, prec_chol) - jnp.einsum("kd,kde->ke", means, prec_chol)
-        return jnp.sum(y * y, axis=-1)
+    def mahalanobis_terms(self, means, prec_chol):
+        # y_k = P_k^T x - P_k^T m_k for all k at once: one (K d, d) @ (d, rows) product.
+        k, d = means.shape
+        pt = jnp.swapaxes(prec_chol, -1, -2).reshape(k * d, d)
+        mp = jnp.einsum("kd,kde->ke", means, prec_chol).reshape(k * d, 1)
+        return pt, mp
 
-    def scatter(self, X, resp, centres):
-        diff = X[:, None, :] - centres[None, :, :]
-        return jnp.einsum("nk,nki,nkj->kij", resp, diff, diff)
+    def sq_mahalanobis_t(self, XT, terms):
+        pt, mp = terms
+        y = (pt @ XT - mp).reshape(-1, XT.shape[0], XT.shape[1])
+        return jnp.sum(y * y, axis=1)
+
+    def scatter_t(self, XT, RT, centres, shift):
+        # One (K d, rows) @ (rows, d) product instead of K small Gram matrices.
+        z = _weighted_centred(XT, RT, centres)
+        k, d = centres.shape
+        a = (z.reshape(k * d, -1) @ (XT - shift[:, None]).T).reshape(k, d, d)
+        return a, jnp.sum(z, axis=-1)
+
+    def scatter_finalize(self, stats, centres, shift):
+        return _semi_centred_finalize(stats, centres, shift)
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return _add_diag(scatter / nk[:, None, None], reg_covar)
@@ -283,13 +389,22 @@ class _Tied(CovarianceType):
     def log_det_precision_cholesky(self, prec_chol, n_features):
         return _log_det_tri(prec_chol)
 
-    def sq_mahalanobis(self, X, means, prec_chol):
-        y = (X @ prec_chol)[:, None, :] - (means @ prec_chol)[None, :, :]
-        return jnp.sum(y * y, axis=-1)
+    def mahalanobis_terms(self, means, prec_chol):
+        return prec_chol.T, (means @ prec_chol)[:, :, None]
 
-    def scatter(self, X, resp, centres):
-        diff = X[:, None, :] - centres[None, :, :]
-        return jnp.einsum("nk,nki,nkj->ij", resp, diff, diff)
+    def sq_mahalanobis_t(self, XT, terms):
+        pt, mp = terms
+        y = (pt @ XT)[None, :, :] - mp
+        return jnp.sum(y * y, axis=1)
+
+    def scatter_t(self, XT, RT, centres, shift):
+        # sum_k r_kn (x_n - c_k) first, then a single (d, rows) @ (rows, d) product.
+        z = _weighted_centred(XT, RT, centres)
+        a = jnp.sum(z, axis=0) @ (XT - shift[:, None]).T
+        return a, jnp.sum(z, axis=-1)
+
+    def scatter_finalize(self, stats, centres, shift):
+        return _semi_centred_finalize(stats, centres, shift)
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return _add_diag(scatter / jnp.sum(nk), reg_covar)
@@ -357,13 +472,28 @@ class _Diag(CovarianceType):
     def log_det_precision_cholesky(self, prec_chol, n_features):
         return jnp.sum(jnp.log(prec_chol), axis=-1)
 
-    def sq_mahalanobis(self, X, means, prec_chol):
-        y = (X[:, None, :] - means[None, :, :]) * prec_chol[None, :, :]
-        return jnp.sum(y * y, axis=-1)
+    def mahalanobis_terms(self, means, prec_chol):
+        if _shifted_ok(means):
+            return _expanded_terms(means, prec_chol * prec_chol)
+        return means[:, :, None], prec_chol[:, :, None]
 
-    def scatter(self, X, resp, centres):
-        diff = X[:, None, :] - centres[None, :, :]
-        return jnp.einsum("nk,nkd->kd", resp, diff * diff)
+    def sq_mahalanobis_t(self, XT, terms):
+        if len(terms) == 3:
+            coef, const, shift = terms
+            u = XT - shift[:, None]
+            return coef @ jnp.concatenate([u * u, u]) + const
+        means, prec_chol = terms
+        y = (XT[None, :, :] - means) * prec_chol
+        return jnp.sum(y * y, axis=1)
+
+    def scatter_t(self, XT, RT, centres, shift):
+        if _shifted_ok(XT):
+            return _shifted_moments(XT, RT, shift)
+        diff = XT[None, :, :] - centres[:, :, None]
+        return jnp.einsum("kdn,kn->kd", diff * diff, RT)
+
+    def scatter_finalize(self, stats, centres, shift):
+        return _shifted_finalize(stats, centres, shift) if isinstance(stats, tuple) else stats
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return scatter / nk[:, None] + reg_covar
@@ -429,13 +559,33 @@ class _Spherical(CovarianceType):
     def log_det_precision_cholesky(self, prec_chol, n_features):
         return n_features * jnp.log(prec_chol)
 
-    def sq_mahalanobis(self, X, means, prec_chol):
-        diff = X[:, None, :] - means[None, :, :]
-        return jnp.sum(diff * diff, axis=-1) * (prec_chol * prec_chol)[None, :]
+    def mahalanobis_terms(self, means, prec_chol):
+        if not _shifted_ok(means):
+            return means[:, :, None], (prec_chol * prec_chol)[:, None]
+        coef, const, shift = _expanded_terms(means, (prec_chol * prec_chol)[:, None])
+        d = means.shape[-1]
+        # sum_d p^2 u_d^2 needs only the column sum of u^2: one coefficient instead of d.
+        return jnp.concatenate([coef[:, :1], coef[:, d:]], axis=1), const, shift
 
-    def scatter(self, X, resp, centres):
-        diff = X[:, None, :] - centres[None, :, :]
-        return jnp.einsum("nk,nk->k", resp, jnp.sum(diff * diff, axis=-1))
+    def sq_mahalanobis_t(self, XT, terms):
+        if len(terms) == 3:
+            coef, const, shift = terms
+            u = XT - shift[:, None]
+            return coef @ jnp.concatenate([jnp.sum(u * u, axis=0, keepdims=True), u]) + const
+        means, prec2 = terms
+        diff = XT[None, :, :] - means
+        return jnp.sum(diff * diff, axis=1) * prec2
+
+    def scatter_t(self, XT, RT, centres, shift):
+        if _shifted_ok(XT):
+            return _shifted_moments(XT, RT, shift)
+        diff = XT[None, :, :] - centres[:, :, None]
+        return jnp.einsum("kn,kn->k", jnp.sum(diff * diff, axis=1), RT)
+
+    def scatter_finalize(self, stats, centres, shift):
+        if isinstance(stats, tuple):
+            return jnp.sum(_shifted_finalize(stats, centres, shift), axis=-1)
+        return stats
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         # scikit-learn: the mean over features of the diagonal variances.

@@ -39,22 +39,33 @@ def block_rows(n_components: int, n_features: int) -> int:
     return int(min(max(rows, 128), 16384))
 
 
-def prepare(params: GMMParams):
-    """Per-parameter-set quantities used by every row block: (log weights, means, prec chol,
-    log det of prec chol). Unbatched parameters."""
+def prepare(params: GMMParams, include_weights: bool = True):
+    """Per-parameter-set quantities used by every row block: ``(offset, terms)`` where
+    ``offset`` (K,) is ``log w_k + log det P_k - d/2 log(2 pi)`` (without ``log w_k`` when
+    ``include_weights`` is false) and ``terms`` are the covariance type's Mahalanobis terms.
+    Unbatched parameters."""
     ct = params.cov
     prec_chol = ct.precision_cholesky(params.covariances)
     log_det = ct.log_det_precision_cholesky(prec_chol, params.n_features)
-    return jnp.log(params.weights), params.means, prec_chol, log_det
+    offset = jnp.broadcast_to(log_det, params.weights.shape) - 0.5 * params.n_features * _LOG_2PI
+    if include_weights:
+        offset = offset + jnp.log(params.weights)
+    return offset, ct.mahalanobis_terms(params.means, prec_chol)
+
+
+def weighted_log_prob_t(XT, prepared, covariance_type):
+    """``log w_k + log N(x_n | mu_k, Sigma_k)`` for a block stored transposed: ``XT`` has shape
+    (n_features, rows); returns (K, rows). The E-step calls this directly."""
+    from .covariance import get_covariance_type
+
+    offset, terms = prepared
+    maha = get_covariance_type(covariance_type).sq_mahalanobis_t(XT, terms)
+    return offset[:, None] - 0.5 * maha
 
 
 def weighted_log_prob_prepared(X, prepared, covariance_type):
     """log w_k + log N(x | mu_k, Sigma_k) for a block of rows, shape (rows, K)."""
-    from .covariance import get_covariance_type
-
-    log_w, means, prec_chol, log_det = prepared
-    maha = get_covariance_type(covariance_type).sq_mahalanobis(X, means, prec_chol)
-    return -0.5 * (X.shape[-1] * _LOG_2PI + maha) + log_det + log_w
+    return weighted_log_prob_t(X.T, prepared, covariance_type).T
 
 
 def _map_rows(fn, X, n_components):
@@ -120,11 +131,9 @@ def component_log_prob(X, params: GMMParams):
     X, params = _common(X, params)
 
     def one(X, p):
-        prepared = prepare(p)
-        log_w, means, prec_chol, log_det = prepared
-        zero_w = (jnp.zeros_like(log_w), means, prec_chol, log_det)
+        prepared = prepare(p, include_weights=False)
         return _map_rows(
-            lambda xb: weighted_log_prob_prepared(xb, zero_w, p.covariance_type),
+            lambda xb: weighted_log_prob_prepared(xb, prepared, p.covariance_type),
             X,
             p.n_components,
         )

@@ -19,10 +19,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
 
 from .covariance import get_covariance_type
-from .density import block_rows, prepare, weighted_log_prob_prepared
+from .density import block_rows, prepare, weighted_log_prob_t
 from .kmeans import kmeans_fit, kmeans_plusplus
 from .params import GMMParams, Prior
 
@@ -94,6 +93,39 @@ def to_blocks(X, n_components: int):
     return X.reshape(n_blocks, block, d), w.reshape(n_blocks, block)
 
 
+def _e_pass(XbT, wb, params: GMMParams):
+    """E-step and first-order statistics in one pass over blocks stored transposed.
+
+    ``XbT`` (n_blocks, d, B). Returns ``(loglik, nk, sx, RbT)`` with ``RbT`` (n_blocks, K, B)
+    the responsibilities (zero on padding rows); ``nk`` and ``sx`` as in
+    :class:`SufficientStats`. Every intermediate is (K, B) or (K d, B): small enough to stay
+    in cache, so the pass streams ``X`` once.
+    """
+    prepared = prepare(params)
+    dtype = XbT.dtype
+    n_components, n_features = params.means.shape
+
+    def body(carry, blk):
+        total, nk, sx = carry
+        xt, w = blk
+        wlp = weighted_log_prob_t(xt, prepared, params.covariance_type)
+        # logsumexp over components (axis 0); rows are on the vectorised minor axis.
+        top = jnp.max(wlp, axis=0)
+        e = jnp.exp(wlp - top)
+        norm = jnp.sum(e, axis=0)
+        log_norm = jnp.log(norm) + top
+        resp = e * (w / norm)
+        return (total + jnp.sum(log_norm * w), nk + jnp.sum(resp, axis=1), sx + resp @ xt.T), resp
+
+    zero = (
+        jnp.zeros((), dtype),
+        jnp.zeros((n_components,), dtype),
+        jnp.zeros((n_components, n_features), dtype),
+    )
+    (loglik, nk, sx), RbT = jax.lax.scan(body, zero, (XbT, wb))
+    return loglik, nk, sx, RbT
+
+
 def e_step(Xb, wb, params: GMMParams):
     """E-step over row blocks.
 
@@ -104,16 +136,8 @@ def e_step(Xb, wb, params: GMMParams):
     resp : array (n_blocks, B, K)
         Responsibilities (zero on padding rows).
     """
-    prepared = prepare(params)
-
-    def body(total, blk):
-        xb, w = blk
-        wlp = weighted_log_prob_prepared(xb, prepared, params.covariance_type)
-        log_norm = logsumexp(wlp, axis=1)
-        resp = jnp.exp(wlp - log_norm[:, None]) * w[:, None]
-        return total + jnp.sum(log_norm * w), resp
-
-    return jax.lax.scan(body, jnp.zeros((), Xb.dtype), (Xb, wb))
+    loglik, _, _, RbT = _e_pass(jnp.swapaxes(Xb, 1, 2), wb, params)
+    return loglik, jnp.swapaxes(RbT, 1, 2)
 
 
 def sufficient_stats(Xb, rb) -> SufficientStats:
@@ -123,25 +147,25 @@ def sufficient_stats(Xb, rb) -> SufficientStats:
     return SufficientStats(nk, sx)
 
 
-def _scatter(Xb, rb, centres, ct):
+def _scatter(XbT, RbT, centres, shift, ct):
+    """Scatter around ``centres``, accumulated over blocks stored transposed."""
+
     def body(acc, blk):
-        return acc + ct.scatter(blk[0], blk[1], centres), None
+        part = ct.scatter_t(blk[0], blk[1], centres, shift)
+        return jax.tree_util.tree_map(jnp.add, acc, part), None
 
-    zero = jnp.zeros_like(ct.scatter(Xb[0, :1], rb[0, :1], centres))
-    return jax.lax.scan(body, zero, (Xb, rb))[0]
+    zero = jax.tree_util.tree_map(
+        jnp.zeros_like, jax.eval_shape(ct.scatter_t, XbT[0], RbT[0], centres, shift)
+    )
+    return ct.scatter_finalize(jax.lax.scan(body, zero, (XbT, RbT))[0], centres, shift)
 
 
-def m_step(Xb, rb, covariance_type: str, reg_covar, prior: Prior | None = None) -> GMMParams:
-    """M-step from data and responsibilities in blocks.
-
-    Maximum likelihood (scikit-learn's updates, including its ``10 * eps`` added to ``nk``)
-    or, with ``prior``, the closed-form posterior mode.
-    """
-    ct = get_covariance_type(covariance_type)
-    stats = sufficient_stats(Xb, rb)
-    nk = stats.nk + 10 * jnp.finfo(Xb.dtype).eps
+def _m_step_t(XbT, RbT, stats: SufficientStats, ct, reg_covar, prior: Prior | None):
+    nk = stats.nk + 10 * jnp.finfo(XbT.dtype).eps
     means_ml = stats.sx / nk[:, None]
-    scatter = _scatter(Xb, rb, means_ml, ct)
+    # The scatter is centred at the new means; the data mean is the shift of its other factor.
+    shift = jnp.sum(stats.sx, axis=0) / jnp.sum(stats.nk)
+    scatter = _scatter(XbT, RbT, means_ml, shift, ct)
     if prior is None:
         weights = nk / jnp.sum(nk)
         return GMMParams.tree_unflatten(
@@ -154,6 +178,17 @@ def m_step(Xb, rb, covariance_type: str, reg_covar, prior: Prior | None = None) 
     means = (stats.sx + kappa * prior.mean) / (nk + kappa)[:, None]
     cov = ct.map_covariance(nk, means_ml, scatter, reg_covar, prior)
     return GMMParams.tree_unflatten(ct.name, (weights, means, cov))
+
+
+def m_step(Xb, rb, covariance_type: str, reg_covar, prior: Prior | None = None) -> GMMParams:
+    """M-step from data and responsibilities in blocks.
+
+    Maximum likelihood (scikit-learn's updates, including its ``10 * eps`` added to ``nk``)
+    or, with ``prior``, the closed-form posterior mode.
+    """
+    ct = get_covariance_type(covariance_type)
+    stats = sufficient_stats(Xb, rb)
+    return _m_step_t(jnp.swapaxes(Xb, 1, 2), jnp.swapaxes(rb, 1, 2), stats, ct, reg_covar, prior)
 
 
 def log_prior(params: GMMParams, prior: Prior):
@@ -184,11 +219,14 @@ def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int, lb_init=-jnp.inf
         _, _, _, n_iter, converged, failed = state
         return (n_iter < max_iter) & ~converged & ~failed
 
+    XbT = jnp.swapaxes(Xb, 1, 2)
+    cov_type = get_covariance_type(ct)
+
     def body(state):
         params, lb_prev, lbs, n_iter, _, _ = state
-        loglik, rb = e_step(Xb, wb, params)
+        loglik, nk, sx, RbT = _e_pass(XbT, wb, params)
         lb = _objective(loglik, params, prior, n_samples)
-        new = m_step(Xb, rb, ct, reg_covar, prior)
+        new = _m_step_t(XbT, RbT, SufficientStats(nk, sx), cov_type, reg_covar, prior)
         failed = ~(jnp.isfinite(lb) & _all_finite(new))
         params = jax.tree_util.tree_map(lambda a, b: jnp.where(failed, a, b), params, new)
         converged = ~failed & (jnp.abs(lb - lb_prev) < tol)
