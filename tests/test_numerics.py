@@ -235,3 +235,24 @@ def test_em_failure_flags_keep_the_last_finite_parameters():
     assert bool(res.failed[0]) or bool(collapsed_runs(res.params, X, 0.0)[0])
     for leaf in jax.tree_util.tree_leaves(res.params):
         assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_log_density_with_a_component_1e12_away(covariance_type):
+    """A lone far component (an outlier's) must not spoil the others' log densities: an
+    expansion of (x - m)^2 around the centre of the means loses the Mahalanobis term to
+    cancellation (it made every point's log density equal in float64)."""
+    ct = get_covariance_type(covariance_type)
+    full = np.stack([np.diag([7.25, 3.0]), np.eye(2) * 1e-6])
+    if covariance_type == "tied":
+        full = np.stack([np.diag([7.25, 3.0])] * 2)
+    p = GMMParams(
+        np.array([1 - 1e-6, 1e-6]),
+        np.array([[2.5, 2.5], [1e12, 1e12]]),
+        np.asarray(ct.from_full(full)),
+        covariance_type,
+    )
+    x = np.array([[0.0, 0.0], [2.5, 2.5], [5.0, 1.0], [-3.0, 7.0]])
+    covs = np.asarray(p.covariance_matrices())
+    want = np.log(1 - 1e-6) + stats.multivariate_normal([2.5, 2.5], covs[0]).logpdf(x)
+    assert_allclose(np.asarray(density.log_prob(x, p)), want, rtol=1e-12)
