@@ -430,14 +430,21 @@ def fit_posterior(
         bool(dense_mass),
         max(1, total // 100) if progress_bar else 0,
     )
-    Xj = jnp.asarray(X)
-    init_z = _jittered_init(key_jitter, Xj, map_params, prior, settings, num_chains, jitter)
+    # The sampler runs in float64 even for float32 data: NumPyro's NUTS keeps parts of its
+    # adaptation state in float64 under x64 and then mixes dtypes inside the trajectory. The
+    # model is small next to the data, and the draws are returned in the data's dtype.
+    f64 = jnp.float64
+    Xj = jnp.asarray(X, f64)
+    prior64 = prior.astype(f64)
+    init_z = _jittered_init(
+        key_jitter, Xj, map_params.astype(f64), prior64, settings, num_chains, jitter
+    )
     keys = jax.random.split(key_nuts, num_chains)
-    out = _run_with_progress(keys, Xj, prior, init_z, settings, chain_method, progress_bar)
+    out = _run_with_progress(keys, Xj, prior64, init_z, settings, chain_method, progress_bar)
 
     ct = get_covariance_type(covariance_type)
     draws = GMMParams.tree_unflatten(
-        ct.name, tuple(jnp.asarray(out.params[name]) for name in SITE_NAMES)
+        ct.name, tuple(jnp.asarray(out.params[name], X.dtype) for name in SITE_NAMES)
     )
     sample_stats = {
         "diverging": np.asarray(out.diverging, bool),

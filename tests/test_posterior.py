@@ -369,3 +369,21 @@ def test_prior_key_and_numpy_generator_seeds(X):
     with pytest.raises(TypeError, match="random_state"):
         fit_posterior(X, 3, seed="zero", **SAMPLER)
     assert jax.random.key(0) is not None
+
+
+def test_float32_data_gives_float32_draws():
+    # NumPyro's NUTS mixes dtypes for float32 positions under x64, so the sampler runs in
+    # float64; MAP-EM runs in float32 and the draws come back in the data's dtype.
+    X32 = make_data()[::10].astype(np.float32)
+    p = fit_posterior(
+        X32,
+        2,
+        covariance_type="diag",
+        num_warmup=100,
+        num_samples=100,
+        num_chains=2,
+        progress_bar=False,
+    )
+    assert p.draws.means.dtype == np.float32 and p.map_params.means.dtype == np.float32
+    assert np.all(np.isfinite(np.asarray(p.draws.covariances)))
+    assert p.predict_proba(X32).shape == (50, 2)
