@@ -1,0 +1,388 @@
+"""NUTS benchmark: bayesgmm (NumPyro) against PyMC and Stan on one Gaussian mixture.
+
+The problem: 2-D data, 3 components, full covariances, 500 points; 4 chains of 1000 warm-up
+and 1000 kept draws; the same model everywhere - Dirichlet weights, inverse-Wishart
+covariances, normal means given the covariances (mclust's default prior, ``Prior.default``),
+assignments summed out - and every sampler started at the same MAP-EM solution.
+
+For each system it prints wall time of the sampling alone, compile/set-up time, and the
+minimum bulk ESS (ArviZ) over all weights and means after relabeling the draws to the MAP-EM
+solution (the same Hungarian relabeling for every system), per second of sampling and per
+second of the whole call.
+
+Usage::
+
+    python scripts/bench_nuts.py                 # all systems, chains in one process
+    python scripts/bench_nuts.py --only bayesgmm --devices 2
+    python scripts/bench_nuts.py --skip pymc stan
+
+``--devices N`` asks JAX for N CPU devices (bayesgmm then runs chains in parallel). PyMC and
+Stan come from the ``bench`` extra (``pip install -e ".[bench]"``); a system that is not
+installed is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+NUM_WARMUP = 1000
+NUM_SAMPLES = 1000
+NUM_CHAINS = 4
+K = 3
+
+
+def make_data():
+    import numpy as np
+
+    rng = np.random.default_rng(2024)
+    means = np.array([[0.0, 0.0], [4.0, 1.0], [1.0, 4.5]])
+    covs = np.array(
+        [[[1.0, 0.4], [0.4, 0.6]], [[0.5, -0.2], [-0.2, 0.8]], [[0.7, 0.0], [0.0, 0.7]]]
+    )
+    counts = (200, 150, 150)
+    return np.concatenate(
+        [rng.multivariate_normal(m, c, size=n) for m, c, n in zip(means, covs, counts)]
+    )
+
+
+def min_bulk_ess(weights, means, covariances, map_params):
+    """Relabel (chain, draw) draws to the MAP solution; min bulk ESS over weights and means."""
+    import arviz as az
+    import numpy as np
+
+    from bayesgmm import GMMParams
+    from bayesgmm.posterior import permute_draws, relabel_draws
+
+    draws = GMMParams(weights, means, covariances, "full", validate=False)
+    perms = relabel_draws(draws, map_params)
+    rel = permute_draws(draws, perms)
+    ds = az.convert_to_dataset({"weights": np.asarray(rel.weights), "means": np.asarray(rel.means)})
+    ess = az.ess(ds, method="bulk")
+    rhat = az.rhat(ds)
+    return (
+        float(min(ess[v].min() for v in ess.data_vars)),
+        float(max(rhat[v].max() for v in rhat.data_vars)),
+    )
+
+
+def map_fit(X):
+    from bayesgmm import GaussianMixture
+
+    return GaussianMixture(
+        K, prior="default", reg_covar=0.0, tol=1e-8, max_iter=1000, n_init=4, random_state=0
+    ).fit(X)
+
+
+# ---------------------------------------------------------------------------------------------
+def bench_bayesgmm(X):
+    import jax
+    import numpy as np
+
+    from bayesgmm import fit_posterior
+    from bayesgmm import posterior as P
+
+    timings = {}
+    real = P._sample_nuts
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        out = real(*args, **kwargs)
+        timings["nuts"] = time.perf_counter() - t
+        return out
+
+    P._sample_nuts = timed
+    settings = dict(
+        num_warmup=NUM_WARMUP, num_samples=NUM_SAMPLES, num_chains=NUM_CHAINS, progress_bar=False
+    )
+    t = time.perf_counter()
+    fit_posterior(X, K, seed=0, **settings)
+    first_call = time.perf_counter() - t
+    first_nuts = timings["nuts"]
+    # Second call, same shapes: nothing compiles. Its NUTS time is the sampling time.
+    t = time.perf_counter()
+    post = fit_posterior(X, K, seed=1, **settings)
+    second_call = time.perf_counter() - t
+    sampling = timings["nuts"]
+    ess, rhat = min_bulk_ess(
+        post.draws.weights, post.draws.means, post.draws.covariances, post.map_params
+    )
+    return {
+        "system": f"bayesgmm (NumPyro {__import__('numpyro').__version__}), "
+        f"{jax.local_device_count()} device(s), chains {post.settings['chain_method']}",
+        "sampling_s": sampling,
+        "compile_s": first_nuts - sampling,
+        "first_call_s": first_call,
+        "second_call_s": second_call,
+        "min_ess_bulk": ess,
+        "max_rhat": rhat,
+        "ess_per_s_sampling": ess / sampling,
+        "ess_per_s_whole_first_call": ess / first_call,
+        "ess_per_s_whole_later_calls": ess / second_call,
+        "divergences": int(np.sum(post.sample_stats["diverging"])),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+STAN_CODE = """
+data {
+  int<lower=1> N; int<lower=1> K; int<lower=1> D;
+  matrix[D, N] xt;
+  vector<lower=0>[K] alpha; vector[D] m0; real<lower=0> kappa; real<lower=D - 1> nu;
+  cov_matrix[D] Psi;
+}
+parameters {
+  simplex[K] w;
+  array[K] vector[D] mu;
+  array[K] cov_matrix[D] Sigma;
+}
+model {
+  matrix[N, K] lp;
+  w ~ dirichlet(alpha);
+  for (k in 1:K) {
+    matrix[D, D] L = cholesky_decompose(Sigma[k]);
+    Sigma[k] ~ inv_wishart(nu, Psi);
+    mu[k] ~ multi_normal(m0, Sigma[k] / kappa);
+    // all points at once: z = L^-1 (x - mu), log N = -|z|^2/2 - log det L - D/2 log(2 pi)
+    matrix[D, N] z = mdivide_left_tri_low(L, xt - rep_matrix(mu[k], N));
+    lp[:, k] = log(w[k]) - 0.5 * columns_dot_self(z)' - sum(log(diagonal(L)))
+               - 0.5 * D * log(2 * pi());
+  }
+  for (n in 1:N) target += log_sum_exp(lp[n]);
+}
+"""
+
+
+def bench_stan(X, gm):
+    import aiohttp
+    import numpy as np
+    import stan
+
+    class _NoTimeoutSession(aiohttp.ClientSession):
+        # pystan talks to its in-process httpstan server with aiohttp's default 300 s timeout,
+        # shorter than building the model's C++ on a busy machine; the build is cached after.
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("timeout", aiohttp.ClientTimeout(total=None))
+            super().__init__(*args, **kwargs)
+
+    aiohttp.ClientSession = _NoTimeoutSession
+
+    prior = gm.prior_
+    data = {
+        "N": X.shape[0],
+        "K": K,
+        "D": X.shape[1],
+        "xt": X.T,
+        "alpha": np.asarray(prior.weight_concentration),
+        "m0": np.asarray(prior.mean),
+        "kappa": float(prior.mean_precision),
+        "nu": float(prior.dof),
+        "Psi": np.asarray(prior.scale),
+    }
+    init = {"w": gm.weights_, "mu": gm.means_, "Sigma": gm.covariances_}
+    t = time.perf_counter()
+    model = stan.build(STAN_CODE, data=data, random_seed=1)
+    build = time.perf_counter() - t
+    t = time.perf_counter()
+    fit = model.sample(
+        num_chains=NUM_CHAINS,
+        num_samples=NUM_SAMPLES,
+        num_warmup=NUM_WARMUP,
+        init=[init] * NUM_CHAINS,
+    )
+    sampling = time.perf_counter() - t
+
+    def chains(a):  # (..., draws * chains) with chain varying fastest -> (chain, draw, ...)
+        a = a.reshape(a.shape[:-1] + (NUM_SAMPLES, NUM_CHAINS))
+        return np.moveaxis(np.moveaxis(a, -1, 0), -1, 1)
+
+    w = chains(fit["w"])
+    mu = chains(fit["mu"])
+    sig = chains(fit["Sigma"])
+    ess, rhat = min_bulk_ess(w, mu, sig, gm.params_)
+    return {
+        "system": f"Stan (pystan {stan.__version__}), chains in parallel processes",
+        "sampling_s": sampling,
+        "compile_s": build,
+        "first_call_s": build + sampling,
+        "min_ess_bulk": ess,
+        "max_rhat": rhat,
+        "ess_per_s_sampling": ess / sampling,
+        "ess_per_s_whole_first_call": ess / (build + sampling),
+        "divergences": int(np.sum(fit["divergent__"])),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+def bench_pymc(X, gm, cores):
+    import numpy as np
+    import pymc as pm
+    import pytensor.tensor as pt
+    from scipy.special import multigammaln
+
+    prior = gm.prior_
+    alpha = np.asarray(prior.weight_concentration)
+    m0 = np.asarray(prior.mean)
+    kappa = float(prior.mean_precision)
+    nu = float(prior.dof)
+    psi = np.asarray(prior.scale)
+    d = X.shape[1]
+    assert d == 2, "the PyMC model below is written for 2-D data"
+    # inverse-Wishart log normaliser (PyMC has no inverse-Wishart distribution)
+    iw_const = (
+        0.5 * nu * np.log(np.linalg.det(psi)) - 0.5 * nu * d * np.log(2) - multigammaln(nu / 2, d)
+    )
+
+    # Covariances through their Cholesky factors: free (log l11, l21, log l22) per component,
+    # plus the Jacobian of (free) -> Sigma so that the prior is inverse-Wishart on Sigma.
+    chol0 = np.linalg.cholesky(gm.covariances_)
+    free0 = np.stack([np.log(chol0[:, 0, 0]), chol0[:, 1, 0], np.log(chol0[:, 1, 1])], axis=1)
+    t = time.perf_counter()
+    with pm.Model() as model:
+        w = pm.Dirichlet("weights", a=alpha)
+        free = pm.Flat("chol_free", shape=(K, 3))
+        l11, l21, l22 = pt.exp(free[:, 0]), free[:, 1], pt.exp(free[:, 2])
+        zeros = pt.zeros_like(l11)
+        L = pt.stack([pt.stack([l11, zeros], -1), pt.stack([l21, l22], -1)], -2)  # (K, 2, 2)
+        sigma = pm.Deterministic("covariances", L @ pt.swapaxes(L, -1, -2))
+        # log|d Sigma / d L| = d log 2 + sum_i (d - i + 1) log l_ii (i from 1), plus log l_ii
+        # for l_ii = exp(free): 2 log 2 + 3 log l11 + 2 log l22 in 2-D.
+        log_jac = 2 * np.log(2.0) + 3 * free[:, 0] + 2 * free[:, 2]
+        det = l11**2 * l22**2
+        inv = pt.linalg.inv(sigma)
+        tr = pt.sum(psi[None] * inv, axis=(-2, -1))
+        iw_logp = iw_const - 0.5 * (nu + d + 1) * pt.log(det) - 0.5 * tr
+        pm.Potential("sigma_prior", pt.sum(iw_logp + log_jac))
+        mus = [
+            pm.MvNormal(f"mu{k}", mu=m0, cov=sigma[k] / kappa, initval=gm.means_[k])
+            for k in range(K)
+        ]
+        comps = [pm.MvNormal.dist(mu=mus[k], cov=sigma[k]) for k in range(K)]
+        pm.Mixture("obs", w=w, comp_dists=comps, observed=X)
+    init = {"weights": gm.weights_, "chol_free": free0}
+    t_model = time.perf_counter() - t
+    t = time.perf_counter()
+    idata = pm.sample(
+        draws=NUM_SAMPLES,
+        tune=NUM_WARMUP,
+        chains=NUM_CHAINS,
+        cores=cores,
+        model=model,
+        initvals=init,
+        progressbar=False,
+        compute_convergence_checks=False,
+        random_seed=1,
+    )
+    total = time.perf_counter() - t
+    sampling = float(idata.posterior.attrs.get("sampling_time", total))
+    pos = idata.posterior
+    means = np.stack([pos[f"mu{k}"].values for k in range(K)], axis=2)
+    ess, rhat = min_bulk_ess(pos["weights"].values, means, pos["covariances"].values, gm.params_)
+    setup = t_model + total - sampling
+    return {
+        "system": f"PyMC {pm.__version__}, {cores} core(s)",
+        "sampling_s": sampling,
+        "compile_s": setup,
+        "first_call_s": t_model + total,
+        "min_ess_bulk": ess,
+        "max_rhat": rhat,
+        "ess_per_s_sampling": ess / sampling,
+        "ess_per_s_whole_first_call": ess / (t_model + total),
+        "divergences": int(idata.sample_stats["diverging"].values.sum()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+def run_one(name, devices, cores):
+    if devices > 1:
+        import numpyro
+
+        numpyro.set_host_device_count(devices)
+    import bayesgmm  # noqa: F401  (x64)
+
+    X = make_data()
+    if name == "bayesgmm":
+        return bench_bayesgmm(X)
+    gm = map_fit(X)
+    if name == "stan":
+        return bench_stan(X, gm)
+    return bench_pymc(X, gm, cores)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["bayesgmm", "pymc", "stan"])
+    parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        help="JAX CPU devices for bayesgmm (default: run with 1 and with 2)",
+    )
+    parser.add_argument("--pymc-cores", type=int, default=1)
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=1000,
+        help="warm-up steps and kept draws per chain (default 1000 each)",
+    )
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    global NUM_WARMUP, NUM_SAMPLES
+    NUM_WARMUP = NUM_SAMPLES = args.draws
+    if args.only:
+        res = run_one(args.only, max(args.devices, 1), args.pymc_cores)
+        print(json.dumps(res) if args.json else res)
+        return
+    runs = []
+    for devices in [args.devices] if args.devices else [1, 2]:
+        runs.append(("bayesgmm", ["--devices", str(devices), "--draws", str(args.draws)]))
+    runs += [
+        (s, ["--pymc-cores", str(args.pymc_cores), "--draws", str(args.draws)])
+        for s in ("stan", "pymc")
+    ]
+    rows = []
+    for name, extra in runs:
+        if name in args.skip:
+            continue
+        # Each system in a fresh process: no shared compilation caches or thread pools.
+        out = subprocess.run(
+            [sys.executable, __file__, "--only", name, "--json", *extra],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        )
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        if out.returncode or not lines:
+            print(f"{name}: FAILED\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(lines[-1]))
+        print(f"done: {rows[-1]['system']}", file=sys.stderr)
+    print_table(rows)
+
+
+def print_table(rows):
+    print(
+        f"\n2-D, {K} components, full covariance, 500 points; {NUM_CHAINS} chains x "
+        f"({NUM_WARMUP} warm-up + {NUM_SAMPLES} draws); min bulk ESS over weights and means "
+        "after relabeling\n"
+    )
+    print(
+        "| system | sampling s | compile / set-up s | min bulk ESS | max R-hat | "
+        "ESS/s sampling | ESS/s whole first call | divergences |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['system']} | {r['sampling_s']:.1f} | {r['compile_s']:.1f} | "
+            f"{r['min_ess_bulk']:.0f} | {r['max_rhat']:.3f} | {r['ess_per_s_sampling']:.0f} | "
+            f"{r['ess_per_s_whole_first_call']:.0f} | {r['divergences']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
