@@ -1,9 +1,18 @@
 """Shared test set-up: a headless matplotlib backend and small fixed data sets."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compilation dominates the suite's time. A persistent JAX cache, set through the environment
+# before JAX is imported, is shared by both xdist workers and every subprocess the tests start
+# (CLI runs, notebook kernels), so a program compiled once is not compiled again elsewhere.
+# Its keys are hashes of the compiled program, so a code change can never reuse a stale entry.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".jax_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
