@@ -177,22 +177,14 @@ def atomic_write(path, write, *, overwrite: bool = False, binary: bool = True) -
     binary : bool, default True
         Open the temporary file in binary or text (UTF-8, ``newline=""``) mode.
     """
-    path = _check_destination(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        mode = "wb" if binary else "w"
-        kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, mode, **kwargs) as f:
+    mode = "wb" if binary else "w"
+    kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
+
+    def write_to_path(tmp):
+        with open(tmp, mode, **kwargs) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _commit(tmp, path, overwrite)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return _atomic_write_path(path, write_to_path, overwrite=overwrite)
 
 
 def _atomic_write_path(path, write_to_path, *, overwrite: bool) -> Path:
