@@ -250,13 +250,7 @@ def plot_ellipses(
         _scatter_labels(ax, X[:, dims], labels, colors, s=point_size)
     alphas = max_alpha * weights / weights.max()
     _add_ellipses(ax, means, cov, colors, alphas, levels)
-    if show_means:
-        ax.scatter(means[:, 0], means[:, 1], marker="x", c="k", s=30, lw=1.2, zorder=3)
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.autoscale_view()
-    if title is not None:
-        ax.set_title(title)
-    return ax
+    return _finish_centres_plot(ax, means if show_means else None, title)
 
 
 def plot_kmeans(kmeans, X, *, ax=None, point_size=8, title=None):
@@ -291,7 +285,14 @@ def plot_kmeans(kmeans, X, *, ax=None, point_size=8, title=None):
         ax.add_patch(
             Circle(c, r, facecolor=to_rgba(colors[k], 0.2), edgecolor=colors[k], lw=1.5, zorder=1)
         )
-    ax.scatter(centers[:, 0], centers[:, 1], marker="x", c="k", s=30, lw=1.2, zorder=3)
+    return _finish_centres_plot(ax, centers, title)
+
+
+def _finish_centres_plot(ax, centres, title):
+    """Shared ending of the ellipse and k-means plots: centre crosses (unless ``centres`` is
+    None), equal aspect fitted to the data, and the title."""
+    if centres is not None:
+        ax.scatter(centres[:, 0], centres[:, 1], marker="x", c="k", s=30, lw=1.2, zorder=3)
     ax.set_aspect("equal", adjustable="datalim")
     ax.autoscale_view()
     if title is not None:
