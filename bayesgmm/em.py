@@ -13,11 +13,13 @@ recorded objective is the log posterior per sample (log-likelihood plus log prio
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 
 from .covariance import get_covariance_type
@@ -274,10 +276,155 @@ def _resp_blocks(resp, Xb):
     return resp.reshape(nb, b, -1)
 
 
-@partial(
-    jax.jit,
-    static_argnames=("n_components", "covariance_type", "n_init", "init_params", "max_iter"),
-)
+# Compiled programs. Fitting is split into three so that each compiles once and is shared:
+#
+# * ``_initial_resp_one``: one restart's initial responsibilities. It does not depend on the
+#   covariance type, the number of restarts, ``max_iter`` or the prior, so a model-selection
+#   grid compiles it once per number of components. k-means (``init_params="kmeans"``) is the
+#   module-level ``kmeans_fit`` program, the one ``bayesgmm.KMeans`` runs too.
+# * ``_initial_params_one``: the initial M-step of one restart (depends on the covariance type
+#   and on the prior, but not on the number of restarts or ``max_iter``).
+# * ``_em_program``: the EM loop of every restart (``vmap``) from a batch of starting parameters,
+#   whatever initialisation produced them (k-means, random, user-given, warm start).
+#
+# Before this split, k-means and the initial M-step were compiled into the EM program itself:
+# once per covariance type, ``n_init`` and ``max_iter``, which more than doubled compile time.
+_initial_resp_one = jax.jit(initial_resp, static_argnames=("n_components", "method"))
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _initial_params_one(X, resp, covariance_type: str, reg_covar, prior: Prior | None):
+    # The initial M-step is the run's own M-step (maximum likelihood as in scikit-learn, or the
+    # posterior mode under a prior, which stays positive definite on collapsed points where the
+    # ML covariance is singular).
+    Xb, _ = to_blocks(X, resp.shape[1])
+    return m_step(Xb, _resp_blocks(resp, Xb), covariance_type, reg_covar, prior)
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def _em_program(X, starts: GMMParams, prior, tol, reg_covar, lower_bound_init, max_iter: int):
+    """EM from every start of the batch ``starts`` (leading axis: restarts), together."""
+    Xb, wb = to_blocks(X, starts.means.shape[-2])
+
+    def one(params0):
+        return _run(Xb, wb, params0, prior, tol, reg_covar, max_iter, lower_bound_init)
+
+    return jax.vmap(one)(starts)
+
+
+def _initial_resp(key, X, n_components: int, method: str):
+    if method not in INIT_METHODS:
+        raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")
+    if method == "kmeans":
+        # The shared k-means program (the same call bayesgmm.KMeans makes), then a one-hot.
+        labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
+        return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
+    return _initial_resp_one(key, X, n_components, method)
+
+
+def _starts(
+    key,
+    X,
+    n_components,
+    covariance_type,
+    n_init,
+    init_params,
+    reg_covar,
+    prior,
+    weights_init,
+    means_init,
+    covariances_init,
+    params_init,
+) -> GMMParams:
+    """Starting parameters of every restart, stacked along a leading ``n_init`` axis."""
+    ct = get_covariance_type(covariance_type)
+    dtype = X.dtype
+    if params_init is not None:
+        p = params_init.astype(dtype)
+        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n_init,) + a.shape), p)
+    given = (weights_init, means_init, covariances_init)
+    overrides = [None if a is None else jnp.asarray(a, dtype) for a in given]
+    if all(a is not None for a in overrides):
+        runs = [overrides] * n_init
+    else:
+        runs = []
+        # One restart at a time through the shared programs (not a vmap): their compiled form
+        # then does not depend on n_init. Same keys as jax.random.split(key, n_init) gave the
+        # restarts when initialisation ran inside the EM program.
+        for k in jax.random.split(key, n_init):
+            resp = _initial_resp(k, X, n_components, init_params)
+            p = _initial_params_one(X, resp, ct.name, reg_covar, prior)
+            runs.append(
+                [
+                    default if override is None else override
+                    for default, override in zip((p.weights, p.means, p.covariances), overrides)
+                ]
+            )
+    leaves = [jnp.stack(parts) for parts in zip(*runs)]
+    return GMMParams.tree_unflatten(ct.name, tuple(leaves))
+
+
+def _no_iterations(starts: GMMParams, lower_bound_init) -> EMResult:
+    """What the EM program returns for ``max_iter=0`` (the start, unchanged), without
+    compiling it: ``plotting.em_path`` and warm-started step-by-step fits ask for that."""
+    n_init = starts.weights.shape[0]
+    dtype = starts.means.dtype
+    finite = np.ones(n_init, bool)
+    for leaf in jax.tree_util.tree_leaves(starts):
+        finite &= np.isfinite(np.asarray(leaf)).reshape(n_init, -1).all(axis=1)
+    return EMResult(
+        starts,
+        jnp.asarray(np.full(n_init, lower_bound_init, dtype)),
+        jnp.asarray(np.full((n_init, 1), np.nan, dtype)),
+        jnp.asarray(np.zeros(n_init, np.int32)),
+        jnp.asarray(np.zeros(n_init, bool)),
+        jnp.asarray(~finite),
+    )
+
+
+def _prepare(
+    key,
+    X,
+    n_components,
+    covariance_type,
+    n_init,
+    init_params,
+    max_iter,
+    tol,
+    reg_covar,
+    prior,
+    weights_init,
+    means_init,
+    covariances_init,
+    params_init,
+    lower_bound_init,
+):
+    X = jnp.asarray(X)
+    dtype = X.dtype
+    if prior is not None:
+        prior = prior.astype(dtype)
+    # Strongly typed scalars of the data's dtype: a Python float and a NumPy float then share
+    # one compiled program (weak and strong types would each compile their own).
+    tol = jnp.asarray(tol, dtype)
+    reg_covar = jnp.asarray(reg_covar, dtype)
+    lower_bound_init = jnp.asarray(lower_bound_init, dtype)
+    starts = _starts(
+        key,
+        X,
+        int(n_components),
+        covariance_type,
+        int(n_init),
+        init_params,
+        reg_covar,
+        prior,
+        weights_init,
+        means_init,
+        covariances_init,
+        params_init,
+    )
+    return (X, starts, prior, tol, reg_covar, lower_bound_init), {"max_iter": int(max_iter)}
+
+
 def fit_em(
     key,
     X,
@@ -297,6 +444,11 @@ def fit_em(
     lower_bound_init=-jnp.inf,
 ) -> EMResult:
     """Fit a mixture by EM from ``n_init`` initialisations at once.
+
+    Initialisation (k-means, random, ...) and the initial M-step run as their own compiled
+    programs, one restart at a time; the EM loops of all restarts then run together under
+    ``vmap`` in one program compiled per (data shape, covariance type, ``n_init``,
+    ``max_iter``, prior or not) and shared by every initialisation method.
 
     Parameters
     ----------
@@ -328,33 +480,40 @@ def fit_em(
     -------
     EMResult
         With a leading axis of length ``n_init`` on every field.
+
+    Notes
+    -----
+    ``fit_em.lower(...)`` (same arguments) runs the initialisation and returns the lowered EM
+    program, for ahead-of-time compilation and for timing compilation.
     """
-    ct = get_covariance_type(covariance_type)
-    dtype = X.dtype
-    Xb, wb = to_blocks(X, n_components)
-    if prior is not None:
-        prior = prior.astype(dtype)
-    tol = jnp.asarray(tol, dtype)
-    reg_covar = jnp.asarray(reg_covar, dtype)
-    keys = jax.random.split(key, n_init)
+    args, static = _prepare(
+        key,
+        X,
+        n_components,
+        covariance_type,
+        n_init,
+        init_params,
+        max_iter,
+        tol,
+        reg_covar,
+        prior,
+        weights_init,
+        means_init,
+        covariances_init,
+        params_init,
+        lower_bound_init,
+    )
+    if static["max_iter"] == 0:
+        return _no_iterations(args[1], args[5])
+    return _em_program(*args, **static)
 
-    def start(key):
-        if params_init is not None:
-            return params_init.astype(dtype)
-        if weights_init is not None and means_init is not None and covariances_init is not None:
-            p = None
-        else:
-            resp = _resp_blocks(initial_resp(key, X, n_components, init_params), Xb)
-            # The initial M-step is the run's own M-step (maximum likelihood as in scikit-learn,
-            # or the posterior mode under a prior, which stays positive definite on collapsed
-            # points where the ML covariance is singular).
-            p = m_step(Xb, resp, ct.name, reg_covar, prior)
-        w = p.weights if weights_init is None else jnp.asarray(weights_init, dtype)
-        m = p.means if means_init is None else jnp.asarray(means_init, dtype)
-        c = p.covariances if covariances_init is None else jnp.asarray(covariances_init, dtype)
-        return GMMParams.tree_unflatten(ct.name, (w, m, c))
 
-    def one(key):
-        return _run(Xb, wb, start(key), prior, tol, reg_covar, max_iter, lower_bound_init)
+def _lower(key, X, n_components, covariance_type="full", **kwargs):
+    sig = inspect.signature(fit_em)
+    bound = sig.bind(key, X, n_components, covariance_type, **kwargs)
+    bound.apply_defaults()
+    args, static = _prepare(**bound.arguments)
+    return _em_program.lower(*args, **static)
 
-    return jax.vmap(one)(keys)
+
+fit_em.lower = _lower
