@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,6 +51,13 @@ FIT_FAILED_MESSAGE = (
     "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
     "number of components, increase reg_covar, or scale the input data."
 )
+
+
+@jax.jit
+def _precision_arrays(params: GMMParams):
+    """``precisions_`` and ``precisions_cholesky_`` in one compiled program per model shape
+    (computed op by op they compiled several small programs each)."""
+    return params.precisions(), params.precisions_cholesky()
 
 
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
@@ -291,11 +299,21 @@ class GaussianMixture:
     # --- fitting --------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Estimate the parameters by EM. ``X`` has shape (n_samples, n_features); returns self."""
-        self.fit_predict(X, y)
+        # No final E-step here (fit_predict has one): it would compile a prediction program
+        # for every model shape, which model-selection grids never use.
+        self._fit(X)
         return self
 
     def fit_predict(self, X, y=None):
         """Fit, then return the most probable component of each row of ``X``; (n_samples,)."""
+        Xj = self._fit(X)
+        # Always a final E-step, so that fit_predict(X) equals fit(X).predict(X) whatever
+        # max_iter and tol were (the last M-step moved the parameters after the last E-step).
+        return np.asarray(density.predict(Xj, self.params_))
+
+    def _fit(self, X):
+        """Validate, run EM and store the fitted attributes; returns ``X`` as a JAX array.
+        Warnings use ``stacklevel=3``: they point at the caller of ``fit``/``fit_predict``."""
         X = check_data(X, min_samples=2)
         weights, means, covs = self._check_parameters(X)
         warn_if_reg_covar_dominates(X, float(self.reg_covar))
@@ -349,7 +367,7 @@ class GaussianMixture:
                 f"{int(failed.sum())} of {n_init} initialisations failed (a covariance became "
                 "singular) and were discarded; increase reg_covar if this persists",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         self._store(res, best, prior, X.shape[1])
         if self.verbose:
@@ -359,25 +377,23 @@ class GaussianMixture:
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        # Always a final E-step, so that fit_predict(X) equals fit(X).predict(X) whatever
-        # max_iter and tol were (the last M-step moved the parameters after the last E-step).
-        return np.asarray(density.predict(Xj, self.params_))
+        return Xj
 
     def _store(self, res, best, prior, n_features):
-        pick = lambda a: a[best]  # noqa: E731
-        p = GMMParams.tree_unflatten(
-            res.params.covariance_type,
-            tuple(pick(a) for a in (res.params.weights, res.params.means, res.params.covariances)),
-        )
+        # The best run is picked in NumPy: indexing JAX arrays would compile small programs
+        # for every model shape.
+        w, m, c = (np.asarray(a)[best] for a in res.params.tree_flatten()[0])
+        p = GMMParams.tree_unflatten(res.params.covariance_type, tuple(map(jnp.asarray, (w, m, c))))
         self.params_ = p
         self.prior_ = prior
-        self.weights_ = np.asarray(p.weights)
-        self.means_ = np.asarray(p.means)
-        self.covariances_ = np.asarray(p.covariances)
-        self.precisions_ = np.asarray(p.precisions())
-        self.precisions_cholesky_ = np.asarray(p.precisions_cholesky())
+        self.weights_ = w
+        self.means_ = m
+        self.covariances_ = c
+        prec, prec_chol = _precision_arrays(p)
+        self.precisions_ = np.asarray(prec)
+        self.precisions_cholesky_ = np.asarray(prec_chol)
         self.n_iter_ = int(res.n_iter[best])
         self.converged_ = bool(res.converged[best])
         self.lower_bound_ = float(res.lower_bound[best])
