@@ -294,26 +294,45 @@ def _map_start(X, n_components, covariance_type, prior, seed):
     return est
 
 
-def _jittered_init(key, X, params: GMMParams, prior, settings, num_chains, jitter):
-    """Unconstrained start values, one per chain: the MAP point plus small noise.
+def _jittered_init_impl(key, X, params: GMMParams, prior, jitter, settings, num_chains):
+    batched = params.weights.ndim == 2  # one start per chain
 
-    Means move by ``jitter`` times their rough posterior standard deviation
-    (sqrt(diag Sigma_k / n_k)); the other (unconstrained: log-scale, stick-breaking) coordinates
-    by ``jitter / sqrt(n_samples)``, the order of their posterior spread.
-    """
-    values = dict(zip(SITE_NAMES, (params.weights, params.means, params.covariances)))
-    z0 = unconstrain_fn(gmm_model, (X,), _model_kwargs(prior, settings), values)
+    def unconstrained(p):
+        values = dict(zip(SITE_NAMES, (p.weights, p.means, p.covariances)))
+        return unconstrain_fn(gmm_model, (X,), _model_kwargs(prior, settings), values)
+
+    z0 = jax.vmap(unconstrained)(params) if batched else unconstrained(params)
     n = X.shape[0]
     nk = jnp.maximum(params.weights * n, 1.0)
-    mean_sd = jnp.sqrt(jnp.diagonal(params.covariance_matrices(), axis1=-2, axis2=-1) / nk[:, None])
+    mean_sd = jnp.sqrt(
+        jnp.diagonal(params.covariance_matrices(), axis1=-2, axis2=-1) / nk[..., None]
+    )
     keys = jax.random.split(key, len(z0))
     out = {}
     for k, name in zip(keys, sorted(z0)):
         base = z0[name]
-        noise = jax.random.normal(k, (num_chains,) + base.shape, base.dtype)
+        site_shape = base.shape[1:] if batched else base.shape
+        noise = jax.random.normal(k, (num_chains,) + site_shape, base.dtype)
         scale = mean_sd if name == "means" else 1.0 / math.sqrt(n)
         out[name] = base + jitter * scale * noise
     return out
+
+
+# One program per (shapes, settings): op by op, the model's transforms and the three normal
+# draws compiled a dozen small programs on every new shape.
+_jittered_init_jit = jax.jit(_jittered_init_impl, static_argnames=("settings", "num_chains"))
+
+
+def _jittered_init(key, X, params: GMMParams, prior, settings, num_chains, jitter):
+    """Unconstrained start values, one per chain: the MAP point plus small noise.
+
+    ``params`` is one set of parameters, or one per chain (batch shape ``(num_chains,)``).
+    Means move by ``jitter`` times their rough posterior standard deviation
+    (sqrt(diag Sigma_k / n_k)); the other (unconstrained: log-scale, stick-breaking) coordinates
+    by ``jitter / sqrt(n_samples)``, the order of their posterior spread.
+    """
+    jitter = jnp.asarray(jitter, X.dtype)
+    return _jittered_init_jit(key, X, params, prior, jitter, settings, num_chains)
 
 
 def fit_posterior(
@@ -349,7 +368,9 @@ def fit_posterior(
     seed : int or jax key, default 0
     init : 'map', GMMParams or fitted GaussianMixture, default 'map'
         Where the chains start: the MAP-EM fit under ``prior`` (4 restarts, no ``reg_covar``),
-        or given parameters. Each chain starts slightly jittered around it.
+        or given parameters. Each chain starts slightly jittered around it. A ``GMMParams``
+        with batch shape ``(num_chains,)`` gives each chain its own start (the first is then
+        ``map_params``, the default relabeling pivot).
     progress_bar : bool, optional
         Default: on when standard output is a terminal.
     chain_method : {'sequential', 'vectorized', 'parallel'}, optional
@@ -418,7 +439,11 @@ def fit_posterior(
 
     key = as_key(seed)
     key_em, key_jitter, key_nuts = jax.random.split(key, 3)
-    map_estimator, map_params = _resolve_init(init, X, n_components, covariance_type, prior, key_em)
+    map_estimator, start = _resolve_init(
+        init, X, n_components, covariance_type, prior, key_em, num_chains
+    )
+    # With one start per chain, the first is the relabeling pivot.
+    map_params = start if not start.batch_shape else jax.tree_util.tree_map(lambda a: a[0], start)
     total = num_warmup + num_samples
     settings = _Settings(
         n_components,
@@ -437,7 +462,7 @@ def fit_posterior(
     Xj = jnp.asarray(X, f64)
     prior64 = prior.astype(f64)
     init_z = _jittered_init(
-        key_jitter, Xj, map_params.astype(f64), prior64, settings, num_chains, jitter
+        key_jitter, Xj, start.astype(f64), prior64, settings, num_chains, jitter
     )
     keys = jax.random.split(key_nuts, num_chains)
     out = _run_with_progress(keys, Xj, prior64, init_z, settings, chain_method, progress_bar)
@@ -491,7 +516,7 @@ def _feature_names(X):
     return [str(c) for c in cols]
 
 
-def _resolve_init(init, X, n_components, covariance_type, prior, key):
+def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains=1):
     from .estimator import GaussianMixture
 
     if isinstance(init, str):
@@ -517,12 +542,13 @@ def _resolve_init(init, X, n_components, covariance_type, prior, key):
         params.covariance_type != covariance_type
         or params.n_components != n_components
         or params.n_features != X.shape[1]
-        or params.batch_shape
+        or params.batch_shape not in ((), (num_chains,))
     ):
         raise ValueError(
             f"init has covariance_type={params.covariance_type!r}, {params.n_components} "
             f"components, {params.n_features} features and batch shape {params.batch_shape}; "
-            f"expected {covariance_type!r}, {n_components}, {X.shape[1]} and ()"
+            f"expected {covariance_type!r}, {n_components}, {X.shape[1]} and () or "
+            f"(num_chains,) = ({num_chains},)"
         )
     params = params.astype(X.dtype)
     if not np.all(np.asarray(params.weights) > 0):
