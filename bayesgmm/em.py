@@ -14,7 +14,6 @@ recorded objective is the log posterior per sample (log-likelihood plus log prio
 from __future__ import annotations
 
 import inspect
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
+from ._compile import SizedJit
 from .covariance import get_covariance_type
 from .density import block_rows, prepare, weighted_log_prob_t
 from .kmeans import kmeans_fit, kmeans_plusplus
@@ -289,11 +289,13 @@ def _resp_blocks(resp, Xb):
 #
 # Before this split, k-means and the initial M-step were compiled into the EM program itself:
 # once per covariance type, ``n_init`` and ``max_iter``, which more than doubled compile time.
-_initial_resp_one = jax.jit(initial_resp, static_argnames=("n_components", "method"))
+#
+# Each is a SizedJit: small problems, where compilation dominates, compile at XLA's optimisation
+# level 0 (see bayesgmm._compile); ``.pick(n, K, d)`` chooses the variant from the shapes.
+_initial_resp_one = SizedJit(initial_resp, static_argnames=("n_components", "method"))
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _initial_params_one(X, resp, covariance_type: str, reg_covar, prior: Prior | None):
+def _initial_params_impl(X, resp, covariance_type: str, reg_covar, prior: Prior | None):
     # The initial M-step is the run's own M-step (maximum likelihood as in scikit-learn, or the
     # posterior mode under a prior, which stays positive definite on collapsed points where the
     # ML covariance is singular).
@@ -301,8 +303,10 @@ def _initial_params_one(X, resp, covariance_type: str, reg_covar, prior: Prior |
     return m_step(Xb, _resp_blocks(resp, Xb), covariance_type, reg_covar, prior)
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
-def _em_program(X, starts: GMMParams, prior, tol, reg_covar, lower_bound_init, max_iter: int):
+_initial_params_one = SizedJit(_initial_params_impl, static_argnames=("covariance_type",))
+
+
+def _em_impl(X, starts: GMMParams, prior, tol, reg_covar, lower_bound_init, max_iter: int):
     """EM from every start of the batch ``starts`` (leading axis: restarts), together."""
     Xb, wb = to_blocks(X, starts.means.shape[-2])
 
@@ -312,6 +316,9 @@ def _em_program(X, starts: GMMParams, prior, tol, reg_covar, lower_bound_init, m
     return jax.vmap(one)(starts)
 
 
+_em_program = SizedJit(_em_impl, static_argnames=("max_iter",))
+
+
 def _initial_resp(key, X, n_components: int, method: str):
     if method not in INIT_METHODS:
         raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")
@@ -319,7 +326,9 @@ def _initial_resp(key, X, n_components: int, method: str):
         # The shared k-means program (the same call bayesgmm.KMeans makes), then a one-hot.
         labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
         return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
-    return _initial_resp_one(key, X, n_components, method)
+    return _initial_resp_one.pick(X.shape[0], n_components, X.shape[1], data=X)(
+        key, X, n_components, method
+    )
 
 
 def _starts(
@@ -339,6 +348,7 @@ def _starts(
     """Starting parameters of every restart, stacked along a leading ``n_init`` axis."""
     ct = get_covariance_type(covariance_type)
     dtype = X.dtype
+    initial_m_step = _initial_params_one.pick(X.shape[0], n_components, X.shape[1], data=X)
     if params_init is not None:
         p = params_init.astype(dtype)
         return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n_init,) + a.shape), p)
@@ -353,7 +363,7 @@ def _starts(
         # restarts when initialisation ran inside the EM program.
         for k in jax.random.split(key, n_init):
             resp = _initial_resp(k, X, n_components, init_params)
-            p = _initial_params_one(X, resp, ct.name, reg_covar, prior)
+            p = initial_m_step(X, resp, ct.name, reg_covar, prior)
             runs.append(
                 [
                     default if override is None else override
@@ -503,9 +513,14 @@ def fit_em(
         params_init,
         lower_bound_init,
     )
-    if static["max_iter"] == 0:
+    if static["max_iter"] == 0 and not isinstance(args[0], jax.core.Tracer):
         return _no_iterations(args[1], args[5])
-    return _em_program(*args, **static)
+    return _em_program.pick(*_problem_size(args), data=args[0])(*args, **static)
+
+
+def _problem_size(args):
+    X, starts = args[0], args[1]
+    return X.shape[0], starts.means.shape[-2], X.shape[1]
 
 
 def _lower(key, X, n_components, covariance_type="full", **kwargs):
@@ -513,7 +528,7 @@ def _lower(key, X, n_components, covariance_type="full", **kwargs):
     bound = sig.bind(key, X, n_components, covariance_type, **kwargs)
     bound.apply_defaults()
     args, static = _prepare(**bound.arguments)
-    return _em_program.lower(*args, **static)
+    return _em_program.pick(*_problem_size(args)).lower(*args, **static)
 
 
 fit_em.lower = _lower

@@ -33,6 +33,7 @@ import math
 import numbers
 import warnings
 
+import jax
 import numpy as np
 from scipy.special import logsumexp
 
@@ -106,6 +107,10 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
     }
 
 
+# One compiled program per model shape (op by op, the conversion compiled several small ones).
+_covariance_matrices = jax.jit(lambda params: params.covariance_matrices())
+
+
 def is_collapsed(model: GaussianMixture, n_samples: int, *, collapse_factor=10.0, min_count=None):
     """Whether a fitted mixture has a collapsed component (see the module docstring).
 
@@ -127,7 +132,7 @@ def is_collapsed(model: GaussianMixture, n_samples: int, *, collapse_factor=10.0
     bool
     """
     params = model.params_
-    eig = np.linalg.eigvalsh(np.asarray(params.covariance_matrices(), dtype=np.float64))
+    eig = np.linalg.eigvalsh(np.asarray(_covariance_matrices(params), dtype=np.float64))
     floor = collapse_factor * float(model.reg_covar) + 1e-10 * float(eig.max())
     if min_count is None:
         min_count = params.n_features + 1
