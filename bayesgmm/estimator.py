@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import density
+from ._compile import LOW_OPT
 from ._random import as_key
 from ._validation import (
     check_covariance_type,
@@ -53,10 +55,11 @@ FIT_FAILED_MESSAGE = (
 )
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=LOW_OPT)
 def _precision_arrays(params: GMMParams):
     """``precisions_`` and ``precisions_cholesky_`` in one compiled program per model shape
-    (computed op by op they compiled several small programs each)."""
+    (computed op by op they compiled several small programs each). It runs once per fit on
+    (K, d, d) arrays, so it is compiled at XLA's optimisation level 0."""
     return params.precisions(), params.precisions_cholesky()
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from . import density
+from ._compile import LOW_OPT, SizedJit
 from ._validation import check_data
 from .covariance import COVARIANCE_TYPES
 from .estimator import GaussianMixture, n_parameters
@@ -83,9 +84,9 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
     n = X.shape[0]
     # One pass through the shared density code gives both the log-likelihood and the
     # responsibilities (one compiled function per model shape instead of two).
-    weighted = np.asarray(density.component_log_prob(X, model.params_)) + np.log(
-        np.asarray(model.weights_)
-    )
+    params = model.params_
+    clp = _component_log_prob.pick(n, params.n_components, params.n_features)
+    weighted = np.asarray(clp(X, params)) + np.log(np.asarray(model.weights_))
     log_px = logsumexp(weighted, axis=1)
     log_resp = weighted - log_px[:, None]
     loglik = float(np.sum(log_px))
@@ -107,8 +108,15 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
     }
 
 
-# One compiled program per model shape (op by op, the conversion compiled several small ones).
-_covariance_matrices = jax.jit(lambda params: params.covariance_matrices())
+# The shared density function, compiled at optimisation level 0 for small data (one program
+# per grid point of a selection, where compilation dominates; see bayesgmm._compile).
+_component_log_prob = SizedJit(lambda X, params: density.component_log_prob(X, params))
+
+# One compiled program per model shape (op by op, the conversion compiled several small ones),
+# at XLA's optimisation level 0: it runs once per fit on (K, d, d) arrays.
+_covariance_matrices = jax.jit(
+    lambda params: params.covariance_matrices(), compiler_options=LOW_OPT
+)
 
 
 def is_collapsed(model: GaussianMixture, n_samples: int, *, collapse_factor=10.0, min_count=None):
