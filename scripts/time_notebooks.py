@@ -9,7 +9,9 @@ Each notebook is copied to a temporary directory and executed top to bottom in a
 (nbclient), without ``BAYESGMM_NOTEBOOK_FAST`` (the saved, full-size notebooks), with
 ``BAYESGMM_JAX_CACHE=0`` and no ``JAX_COMPILATION_CACHE_DIR`` in the kernel's environment, so
 every program is compiled as on a user's first run. The wall time includes starting the
-kernel. Exits with status 1 when any notebook takes longer than ``--limit`` seconds.
+kernel; the kernel's CPU time (all threads, from the first cell on) is printed beside it, being
+steadier than wall time on a loaded machine. Exits with status 1 when any notebook's wall time
+is over ``--limit`` seconds.
 
 ``--compiles`` runs a first, extra cell that logs JAX's compilations (``jax_log_compiles``)
 into a list, and a last one that prints how many programs were compiled, their total XLA
@@ -76,8 +78,9 @@ def _kernel_env() -> dict:
     return env
 
 
-def time_notebook(path: Path, *, compiles: bool, timeout: int):
-    """Execute one notebook in a temporary directory; returns (seconds, nb, compile report)."""
+def time_notebook(path: Path, *, compiles: bool, timeout: int, import_from=None):
+    """Execute one notebook in a temporary directory; returns (wall seconds, kernel CPU seconds
+    after start-up, nb, compile report)."""
     import nbformat
     from nbclient import NotebookClient
     from nbformat.v4 import new_code_cell
@@ -89,6 +92,16 @@ def time_notebook(path: Path, *, compiles: bool, timeout: int):
         if compiles:
             nb.cells.insert(0, new_code_cell(_LISTEN))
             nb.cells.append(new_code_cell(_REPORT))
+        # The kernel's CPU time (all threads): steadier than wall time on a shared machine.
+        first = "import time as _t\n_cpu0 = _t.process_time()"
+        if import_from:
+            # Time another checkout (e.g. a `git archive` of an older commit) with this script.
+            first += (
+                f"\nimport sys\nsys.path.insert(0, {str(import_from)!r})\nimport bayesgmm\n"
+                f"assert bayesgmm.__file__.startswith({str(import_from)!r}), bayesgmm.__file__"
+            )
+        nb.cells.insert(0, new_code_cell(first))
+        nb.cells.append(new_code_cell('print("__CPU__", _t.process_time() - _cpu0)'))
         client = NotebookClient(
             nb,
             timeout=timeout,
@@ -106,13 +119,18 @@ def time_notebook(path: Path, *, compiles: bool, timeout: int):
         finally:
             os.environ.clear()
             os.environ.update(saved)
+    cpu = None
+    for out in nb.cells[-1].outputs:
+        if "__CPU__" in out.get("text", ""):
+            cpu = float(out["text"].split("__CPU__", 1)[1])
+    nb.cells.pop()
     report = None
     if compiles:
         for out in nb.cells[-1].outputs:
             text = out.get("text", "")
             if "__COMPILES__" in text:
                 report = json.loads(text.split("__COMPILES__", 1)[1])
-    return seconds, nb, report
+    return seconds, cpu, nb, report
 
 
 def _cell_seconds(cell) -> float | None:
@@ -135,8 +153,16 @@ def main(argv=None) -> int:
         "--cells", type=float, default=None, metavar="S", help="list cells slower than S seconds"
     )
     parser.add_argument("--timeout", type=int, default=1200, help="per-cell timeout (s)")
+    parser.add_argument(
+        "--import-from",
+        metavar="DIR",
+        help="import bayesgmm from DIR in the kernel (time another checkout's code)",
+    )
+    parser.add_argument(
+        "--notebooks", metavar="DIR", default=str(NOTEBOOK_DIR), help="notebook directory"
+    )
     args = parser.parse_args(argv)
-    paths = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    paths = sorted(Path(args.notebooks).glob("*.ipynb"))
     paths = [p for p in paths if not args.only or any(p.stem.startswith(o) for o in args.only)]
     if not paths:
         print("no notebook matches", file=sys.stderr)
@@ -144,8 +170,10 @@ def main(argv=None) -> int:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (cpus: {os.cpu_count()})", flush=True)
     over = []
     for path in paths:
-        seconds, nb, report = time_notebook(path, compiles=args.compiles, timeout=args.timeout)
-        line = f"{path.stem:28s} {seconds:7.1f} s"
+        seconds, cpu, nb, report = time_notebook(
+            path, compiles=args.compiles, timeout=args.timeout, import_from=args.import_from
+        )
+        line = f"{path.stem:28s} {seconds:7.1f} s wall {cpu:7.1f} s kernel CPU"
         if report is not None:
             line += (
                 f"   {report['n']:4d} compiles, {report['secs']:6.1f} s XLA, "
