@@ -135,6 +135,44 @@ class CovarianceType:
         """The scatter around ``centres`` (as :meth:`scatter`) from summed block statistics."""
         return stats
 
+    # --- expanded kernels (float64 EM) -------------------------------------------------------
+    # With ``u = x - s`` for a fixed shift ``s`` (the data mean), the squared Mahalanobis
+    # distance of every component is linear in a vector of features ``phi(u)`` (``u`` itself
+    # and its squares or pairwise products), and so are the statistics the M-step needs. One
+    # E-step then costs one (K, F) @ (F, rows) product per block, and the M-step's statistics
+    # one (K, rows) @ (rows, F) product in the same pass, instead of K per-component
+    # differences. The price is cancellation: it is exact only up to ``eps`` times the size of
+    # the uncentred terms, so :mod:`bayesgmm.em` bounds that error every iteration and falls
+    # back to the centred kernels above when the bound is not small (far, tight components).
+
+    #: Whether the scatter needs the pooled data scatter ``sum u u^T`` (tied).
+    needs_data_scatter = False
+
+    def features_t(self, UT):
+        """Features ``phi`` (F, rows) of a shifted block ``UT`` (d, rows); the first d rows are
+        ``UT`` itself, so the first d columns of ``R @ phi.T`` are ``sum r u``."""
+        raise NotImplementedError
+
+    def expanded_terms(self, means, prec_chol, shift):
+        """``(terms, far)``: what :meth:`expanded_maha_t` needs, and per component
+        ``far_k = |mu_k|^T |Lambda_k| |mu_k|`` (``mu = m - s``) which bounds its rounding."""
+        raise NotImplementedError
+
+    def expanded_maha_t(self, UT, phi, terms):
+        """Squared Mahalanobis distances (K, rows) from the features of a block."""
+        return _linear_maha_t(phi, terms)
+
+    def scatter_from_moments(self, s1, s2, nk, centres, data_scatter, count_reg):
+        """Scatter around ``centres`` (K, d; minus the shift) from shifted moments.
+
+        ``s1`` (K, d) = ``sum r u``, ``s2`` (K, F - d) = ``sum r phi[d:]``, ``nk`` (K,)
+        ``= sum r``; ``data_scatter`` is ``sum u u^T`` over the data (types with
+        :attr:`needs_data_scatter`); ``count_reg`` the count times ``reg_covar`` that the
+        covariance adds (K,) or (). Returns ``(scatter, ratio)`` with ``ratio`` from
+        :func:`_moment_ratio`.
+        """
+        raise NotImplementedError
+
     # --- EM statistics and M-step ---------------------------------------------------------
     def scatter(self, X, resp, centres):
         """Responsibility-weighted scatter of ``X`` around ``centres``, additive over rows.
@@ -221,56 +259,36 @@ def _weighted_centred(XT, RT, centres):
     return (XT[None, :, :] - centres[:, :, None]) * RT[:, None, :]
 
 
-def _shifted_ok(a) -> bool:
-    """Whether per-feature squares may be expanded around a shift near the data (diag and
-    spherical E-step terms and scatters), judged by the dtype of ``a``.
-
-    The relative rounding error of ``sum r u^2 - n mu^2`` (``u = x - s``, ``mu = c - s``) is
-    about ``eps * (|mu|^2 + var) / var``: harmless in float64 (1e-12 for a component 100
-    standard deviations from the centre of the data; scikit-learn expands around zero), but
-    in float32 such uncentred statistics lost positive definiteness on small, far-away
-    components (PERFORMANCE.md) and the expanded E-step lost 3 digits of the objective on a
-    tight component far from the rest, so float32 keeps differences centred at each
-    component's mean.
-
-    Disabled (trust helper, issue #6): in float64 the same cancellation is catastrophic once a
-    component is far from the others - a lone outlier at 1e12 among 1e6 points at the origin
-    made every point's log density equal (the Mahalanobis term ~1e1 was lost against
-    ``u^2 ~ 1e23``), gave the outlier's component a variance of 3e7 instead of ~1e-6, and let a
-    ``reg_covar=0`` collapse pass as a variance of 3e-14. Centred differences are exact there;
-    re-enable the expansion only behind a data-dependent guard (tests/test_numerics.py and
-    tests/test_adversarial.py hold the cases).
-    """
-    return False
+def _moment_correction(s1, c, nk):
+    """``- s1 c^T - c s1^T + nk c c^T`` per component, (K, d, d): what turns the shifted second
+    moments ``sum r u u^T`` into the scatter ``sum r (u - c)(u - c)^T`` (``u = x - shift``,
+    ``c`` the component mean minus the shift, ``s1 = sum r u``, ``nk = sum r``)."""
+    cross = s1[:, :, None] * c[:, None, :]
+    return nk[:, None, None] * c[:, :, None] * c[:, None, :] - cross - jnp.swapaxes(cross, 1, 2)
 
 
-def _shifted_moments(XT, RT, shift):
-    """``(sum r u^2, sum r u, sum r)`` per component and feature, ``u = x - shift``: two
-    (K, rows) @ (rows, d) products instead of a (K, d, rows) difference."""
-    u = XT - shift[:, None]
-    return RT @ (u * u).T, RT @ u.T, jnp.sum(RT, axis=1)
+def _moment_ratio(second, scatter, count_reg):
+    """Largest ``second / (scatter + count * reg_covar)`` over diagonal entries: the factor by
+    which rounding of the shifted moments is amplified in the regularised covariance (the
+    expanded path is refused when ``4 eps`` times it exceeds ``1e-9``)."""
+    return jnp.max(second / (scatter + count_reg))
 
 
-def _shifted_finalize(stats, centres, shift):
-    """Per-feature scatter ``sum r (x - c)^2`` (K, d) from :func:`_shifted_moments`."""
-    a, b, nk = stats
-    mu = centres - shift
-    return jnp.maximum(a - 2.0 * mu * b + nk[:, None] * mu * mu, 0.0)
+def _triu(d):
+    return np.triu_indices(d)
 
 
-def _expanded_terms(means, prec2):
-    """Terms of ``sum_d p2_kd (x_d - m_kd)^2 = [p2, -2 p2 mu] @ [u^2; u] + sum_d p2 mu^2`` with
-    ``u = x - s``, ``mu = m - s`` (diagonal precisions ``prec2``, (K, d) or (K, 1)).
+def _symmetric_from_triu(upper, d):
+    """(K, d, d) symmetric matrices from their upper triangles (K, d (d + 1) / 2), row-major."""
+    i, j = _triu(d)
+    m = jnp.zeros(upper.shape[:-1] + (d, d), upper.dtype).at[..., i, j].set(upper)
+    return m + jnp.swapaxes(m, -1, -2) - m * jnp.eye(d, dtype=upper.dtype)
 
-    One small matrix product per block instead of a (K, d, rows) difference, as scikit-learn
-    does for these types; the shift ``s`` (the centre of the means) keeps ``u`` at the scale of
-    the spread of the data, not of its distance from the origin.
-    """
-    shift = jnp.mean(means, axis=0)
-    mu = means - shift
-    prec2 = jnp.broadcast_to(prec2, means.shape)
-    coef = jnp.concatenate([prec2, -2.0 * prec2 * mu], axis=1)
-    return coef, jnp.sum(prec2 * mu * mu, axis=1)[:, None], shift
+
+def _linear_maha_t(UT, terms):
+    """``W @ phi + c`` with ``terms = (W, c)``: the expanded squared Mahalanobis distances."""
+    coef, const = terms
+    return coef @ UT + const[:, None]
 
 
 class _Full(CovarianceType):
@@ -323,6 +341,31 @@ class _Full(CovarianceType):
 
     def scatter_finalize(self, stats, centres, shift):
         return _semi_centred_finalize(stats, centres, shift)
+
+    def features_t(self, UT):
+        # [u; u_i u_j for i <= j]: the upper triangle only, so F = d + d (d + 1) / 2.
+        i, j = _triu(UT.shape[0])
+        return jnp.concatenate([UT, UT[i] * UT[j]])
+
+    def expanded_terms(self, means, prec_chol, shift):
+        # (u - mu)^T L (u - mu) = sum_{i<=j} (2 - [i=j]) L_ij u_i u_j - 2 (L mu)^T u + |P^T mu|^2
+        mu = means - shift
+        y = jnp.einsum("kd,kde->ke", mu, prec_chol)
+        lam = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
+        lin = -2.0 * jnp.einsum("kde,ke->kd", prec_chol, y)
+        i, j = _triu(means.shape[-1])
+        quad = lam[:, i, j] * jnp.where(i == j, 1.0, 2.0).astype(lam.dtype)
+        far = jnp.einsum("kd,kde,ke->k", jnp.abs(mu), jnp.abs(lam), jnp.abs(mu))
+        return (jnp.concatenate([lin, quad], axis=1), jnp.sum(y * y, axis=1)), far
+
+    def scatter_from_moments(self, s1, s2, nk, centres, data_scatter, count_reg):
+        second = _symmetric_from_triu(s2, centres.shape[-1])
+        scatter = second + _moment_correction(s1, centres, nk)
+        diag = jnp.diagonal
+        ratio = _moment_ratio(
+            diag(second, axis1=1, axis2=2), diag(scatter, axis1=1, axis2=2), count_reg[:, None]
+        )
+        return scatter, ratio
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return _add_diag(scatter / nk[:, None, None], reg_covar)
@@ -414,6 +457,30 @@ class _Tied(CovarianceType):
     def scatter_finalize(self, stats, centres, shift):
         return _semi_centred_finalize(stats, centres, shift)
 
+    # The quadratic term |P^T u|^2 is shared by all components: computed once per row, and the
+    # scatter comes from the pooled data scatter minus the components' mean terms.
+    needs_data_scatter = True
+
+    def features_t(self, UT):
+        return UT
+
+    def expanded_terms(self, means, prec_chol, shift):
+        mu = means - shift
+        y = mu @ prec_chol
+        lam = prec_chol @ prec_chol.T
+        far = jnp.einsum("kd,de,ke->k", jnp.abs(mu), jnp.abs(lam), jnp.abs(mu))
+        return (-2.0 * y @ prec_chol.T, jnp.sum(y * y, axis=1), prec_chol.T), far
+
+    def expanded_maha_t(self, UT, phi, terms):
+        coef, const, pt = terms
+        common = pt @ UT
+        return _linear_maha_t(phi, (coef, const)) + jnp.sum(common * common, axis=0)
+
+    def scatter_from_moments(self, s1, s2, nk, centres, data_scatter, count_reg):
+        scatter = data_scatter + jnp.sum(_moment_correction(s1, centres, nk), axis=0)
+        ratio = _moment_ratio(jnp.diagonal(data_scatter), jnp.diagonal(scatter), count_reg)
+        return scatter, ratio
+
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return _add_diag(scatter / jnp.sum(nk), reg_covar)
 
@@ -481,27 +548,29 @@ class _Diag(CovarianceType):
         return jnp.sum(jnp.log(prec_chol), axis=-1)
 
     def mahalanobis_terms(self, means, prec_chol):
-        if _shifted_ok(means):
-            return _expanded_terms(means, prec_chol * prec_chol)
         return means[:, :, None], prec_chol[:, :, None]
 
     def sq_mahalanobis_t(self, XT, terms):
-        if len(terms) == 3:
-            coef, const, shift = terms
-            u = XT - shift[:, None]
-            return coef @ jnp.concatenate([u * u, u]) + const
         means, prec_chol = terms
         y = (XT[None, :, :] - means) * prec_chol
         return jnp.sum(y * y, axis=1)
 
     def scatter_t(self, XT, RT, centres, shift):
-        if _shifted_ok(XT):
-            return _shifted_moments(XT, RT, shift)
         diff = XT[None, :, :] - centres[:, :, None]
         return jnp.einsum("kdn,kn->kd", diff * diff, RT)
 
-    def scatter_finalize(self, stats, centres, shift):
-        return _shifted_finalize(stats, centres, shift) if isinstance(stats, tuple) else stats
+    def features_t(self, UT):
+        return jnp.concatenate([UT, UT * UT])
+
+    def expanded_terms(self, means, prec_chol, shift):
+        mu = means - shift
+        p2 = prec_chol * prec_chol
+        const = jnp.sum(p2 * mu * mu, axis=1)
+        return (jnp.concatenate([-2.0 * p2 * mu, p2], axis=1), const), const
+
+    def scatter_from_moments(self, s1, s2, nk, centres, data_scatter, count_reg):
+        scatter = s2 - 2.0 * s1 * centres + nk[:, None] * centres * centres
+        return scatter, _moment_ratio(s2, scatter, count_reg[:, None])
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return scatter / nk[:, None] + reg_covar
@@ -568,32 +637,32 @@ class _Spherical(CovarianceType):
         return n_features * jnp.log(prec_chol)
 
     def mahalanobis_terms(self, means, prec_chol):
-        if not _shifted_ok(means):
-            return means[:, :, None], (prec_chol * prec_chol)[:, None]
-        coef, const, shift = _expanded_terms(means, (prec_chol * prec_chol)[:, None])
-        d = means.shape[-1]
-        # sum_d p^2 u_d^2 needs only the column sum of u^2: one coefficient instead of d.
-        return jnp.concatenate([coef[:, :1], coef[:, d:]], axis=1), const, shift
+        return means[:, :, None], (prec_chol * prec_chol)[:, None]
 
     def sq_mahalanobis_t(self, XT, terms):
-        if len(terms) == 3:
-            coef, const, shift = terms
-            u = XT - shift[:, None]
-            return coef @ jnp.concatenate([jnp.sum(u * u, axis=0, keepdims=True), u]) + const
         means, prec2 = terms
         diff = XT[None, :, :] - means
         return jnp.sum(diff * diff, axis=1) * prec2
 
     def scatter_t(self, XT, RT, centres, shift):
-        if _shifted_ok(XT):
-            return _shifted_moments(XT, RT, shift)
         diff = XT[None, :, :] - centres[:, :, None]
         return jnp.einsum("kn,kn->k", jnp.sum(diff * diff, axis=1), RT)
 
-    def scatter_finalize(self, stats, centres, shift):
-        if isinstance(stats, tuple):
-            return jnp.sum(_shifted_finalize(stats, centres, shift), axis=-1)
-        return stats
+    def features_t(self, UT):
+        # sum_d p^2 u_d^2 needs only |u|^2: one feature instead of d.
+        return jnp.concatenate([UT, jnp.sum(UT * UT, axis=0, keepdims=True)])
+
+    def expanded_terms(self, means, prec_chol, shift):
+        mu = means - shift
+        p2 = prec_chol * prec_chol
+        const = p2 * jnp.sum(mu * mu, axis=1)
+        return (jnp.concatenate([-2.0 * p2[:, None] * mu, p2[:, None]], axis=1), const), const
+
+    def scatter_from_moments(self, s1, s2, nk, centres, data_scatter, count_reg):
+        second = s2[:, 0]
+        scatter = second - 2.0 * jnp.sum(s1 * centres, axis=1) + nk * jnp.sum(centres**2, axis=1)
+        # The covariance adds reg_covar once per feature: d * count * reg on the scatter's scale.
+        return scatter, _moment_ratio(second, scatter, count_reg * centres.shape[-1])
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         # scikit-learn: the mean over features of the diagonal variances.

@@ -44,13 +44,20 @@ def prepare(params: GMMParams, include_weights: bool = True):
     ``offset`` (K,) is ``log w_k + log det P_k - d/2 log(2 pi)`` (without ``log w_k`` when
     ``include_weights`` is false) and ``terms`` are the covariance type's Mahalanobis terms.
     Unbatched parameters."""
+    offset, prec_chol = log_offset(params, include_weights)
+    return offset, params.cov.mahalanobis_terms(params.means, prec_chol)
+
+
+def log_offset(params: GMMParams, include_weights: bool = True):
+    """``(offset, prec_chol)``: the part of every component's weighted log density that does
+    not depend on x, (K,), and the precision Cholesky factors it came from. Unbatched."""
     ct = params.cov
     prec_chol = ct.precision_cholesky(params.covariances)
     log_det = ct.log_det_precision_cholesky(prec_chol, params.n_features)
     offset = jnp.broadcast_to(log_det, params.weights.shape) - 0.5 * params.n_features * _LOG_2PI
     if include_weights:
         offset = offset + jnp.log(params.weights)
-    return offset, ct.mahalanobis_terms(params.means, prec_chol)
+    return offset, prec_chol
 
 
 def weighted_log_prob_t(XT, prepared, covariance_type):

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from ._compile import SizedJit
+from ._compile import SizedJit, is_small
 from .covariance import get_covariance_type
-from .density import block_rows, prepare, weighted_log_prob_t
+from .density import block_rows, log_offset, prepare, weighted_log_prob_t
 from .kmeans import kmeans_fit, kmeans_plusplus
 from .params import GMMParams, Prior
 
@@ -81,11 +81,16 @@ class SufficientStats(NamedTuple):
     sx: jax.Array
 
 
-def to_blocks(X, n_components: int):
+def to_blocks(X, n_components: int, rows: int | None = None):
     """Pad ``X`` (n, d) to whole blocks: returns ``(Xb (n_blocks, B, d), wb (n_blocks, B))``
-    where ``wb`` is 1 for real rows and 0 for padding."""
+    where ``wb`` is 1 for real rows and 0 for padding. ``rows`` (default: the density's
+    :func:`~bayesgmm.density.block_rows`) caps ``B``; blocks are then evened out so that the
+    padding is less than one block."""
     n, d = X.shape
-    block = min(block_rows(n_components, d), n)
+    cap = block_rows(n_components, d) if rows is None else rows
+    block = min(cap, n)
+    n_blocks = -(-n // block)
+    block = -(-n // n_blocks)
     n_blocks = -(-n // block)
     pad = n_blocks * block - n
     w = jnp.ones((n,), X.dtype)
@@ -163,11 +168,23 @@ def _scatter(XbT, RbT, centres, shift, ct):
 
 
 def _m_step_t(XbT, RbT, stats: SufficientStats, ct, reg_covar, prior: Prior | None):
-    nk = stats.nk + 10 * jnp.finfo(XbT.dtype).eps
-    means_ml = stats.sx / nk[:, None]
+    means_ml = stats.sx / _regularised_count(stats.nk)[:, None]
     # The scatter is centred at the new means; the data mean is the shift of its other factor.
     shift = jnp.sum(stats.sx, axis=0) / jnp.sum(stats.nk)
     scatter = _scatter(XbT, RbT, means_ml, shift, ct)
+    return _params_from(stats, scatter, ct, reg_covar, prior)
+
+
+def _regularised_count(nk):
+    # scikit-learn adds 10 eps to every count so that an empty component divides by non-zero.
+    return nk + 10 * jnp.finfo(nk.dtype).eps
+
+
+def _params_from(stats: SufficientStats, scatter, ct, reg_covar, prior: Prior | None):
+    """The M-step's updates from the statistics and the scatter around the ML means (shared
+    by the centred and the expanded kernels)."""
+    nk = _regularised_count(stats.nk)
+    means_ml = stats.sx / nk[:, None]
     if prior is None:
         weights = nk / jnp.sum(nk)
         return GMMParams.tree_unflatten(
@@ -210,32 +227,18 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int, lb_init=-jnp.inf) -> EMResult:
-    """One EM run from ``params0`` (unbatched); ``lb_init`` is the objective the first
-    iteration's change is measured against (the previous fit's, when warm-starting)."""
-    n_samples = jnp.sum(wb)
-    dtype = Xb.dtype
-    ct = params0.covariance_type
+class _LoopState(NamedTuple):
+    params: GMMParams
+    lower_bound: jax.Array
+    lower_bounds: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    failed: jax.Array
+    stopped: jax.Array
 
-    def cond(state):
-        _, _, _, n_iter, converged, failed = state
-        return (n_iter < max_iter) & ~converged & ~failed
 
-    XbT = jnp.swapaxes(Xb, 1, 2)
-    cov_type = get_covariance_type(ct)
-
-    def body(state):
-        params, lb_prev, lbs, n_iter, _, _ = state
-        loglik, nk, sx, RbT = _e_pass(XbT, wb, params)
-        lb = _objective(loglik, params, prior, n_samples)
-        new = _m_step_t(XbT, RbT, SufficientStats(nk, sx), cov_type, reg_covar, prior)
-        failed = ~(jnp.isfinite(lb) & _all_finite(new))
-        params = jax.tree_util.tree_map(lambda a, b: jnp.where(failed, a, b), params, new)
-        converged = ~failed & (jnp.abs(lb - lb_prev) < tol)
-        lbs = lbs.at[n_iter].set(lb)
-        return params, lb, lbs, n_iter + 1, converged, failed
-
-    init = (
+def _start_state(params0, lb_init, max_iter: int, dtype) -> _LoopState:
+    return _LoopState(
         params0,
         jnp.asarray(lb_init, dtype),
         # At least one slot: the loop body is traced even when max_iter=0 never runs it.
@@ -243,9 +246,198 @@ def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int, lb_init=-jnp.inf
         jnp.asarray(0, jnp.int32),
         jnp.asarray(False),
         ~_all_finite(params0),
+        jnp.asarray(False),
     )
-    params, lb, lbs, n_iter, converged, failed = jax.lax.while_loop(cond, body, init)
-    return EMResult(params, lb, lbs, n_iter, converged, failed)
+
+
+def _loop(step, state: _LoopState, tol, max_iter: int, stop_when=None) -> _LoopState:
+    """EM iterations from ``state`` until convergence, failure, ``max_iter`` or a refused step.
+
+    ``step(params) -> (objective, new_params, ok)``. A step with ``ok`` false (the expanded
+    kernels' error bound was not met) is discarded: the loop stops with ``stopped`` set, at
+    the parameters before it, so that the centred kernels can redo that iteration. The loop
+    also stops (``stopped`` set) once ``stop_when(state)`` holds after a step.
+    """
+    state = state._replace(stopped=jnp.zeros_like(state.stopped))
+
+    def cond(st):
+        return (st.n_iter < max_iter) & ~st.converged & ~st.failed & ~st.stopped
+
+    def body(st):
+        lb, new, ok = step(st.params)
+        failed = ok & ~(jnp.isfinite(lb) & _all_finite(new))
+        take = ok & ~failed
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(take, b, a), st.params, new)
+        st = _LoopState(
+            params,
+            jnp.where(ok, lb, st.lower_bound),
+            jnp.where(ok, st.lower_bounds.at[st.n_iter].set(lb), st.lower_bounds),
+            st.n_iter + ok.astype(jnp.int32),
+            take & (jnp.abs(lb - st.lower_bound) < tol),
+            failed,
+            ~ok,
+        )
+        if stop_when is not None:
+            st = st._replace(stopped=st.stopped | stop_when(st))
+        return st
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+def _result(st: _LoopState) -> EMResult:
+    return EMResult(st.params, st.lower_bound, st.lower_bounds, st.n_iter, st.converged, st.failed)
+
+
+def _centred_step(Xb, wb, prior, reg_covar):
+    """One EM iteration with the centred kernels (exact at any offset of the data)."""
+    n_samples = jnp.sum(wb)
+    XbT = jnp.swapaxes(Xb, 1, 2)
+
+    def step(params):
+        cov_type = get_covariance_type(params.covariance_type)
+        loglik, nk, sx, RbT = _e_pass(XbT, wb, params)
+        lb = _objective(loglik, params, prior, n_samples)
+        new = _m_step_t(XbT, RbT, SufficientStats(nk, sx), cov_type, reg_covar, prior)
+        return lb, new, jnp.asarray(True)
+
+    return step
+
+
+def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int, lb_init=-jnp.inf) -> EMResult:
+    """One EM run from ``params0`` (unbatched) with the centred kernels; ``lb_init`` is the
+    objective the first iteration's change is measured against (the previous fit's, when
+    warm-starting)."""
+    state = _start_state(params0, lb_init, max_iter, Xb.dtype)
+    return _result(_loop(_centred_step(Xb, wb, prior, reg_covar), state, tol, max_iter))
+
+
+# --- the expanded kernels (float64) --------------------------------------------------------
+# See CovarianceType.features_t: the E-step and the M-step's statistics become one matrix
+# product each per block, in a single pass over the data. Every iteration bounds the rounding
+# the expansion can cause and refuses the step when the bound is not small; the run then
+# continues with the centred kernels from the same parameters (``_resume_program``).
+
+#: Largest bound accepted on the absolute error of a squared Mahalanobis distance. It is
+#: ``5e-8`` on a log density, far below what moves a fit (parity with scikit-learn is checked
+#: at rtol 1e-6 on every fitted attribute).
+MAHA_ERROR_LIMIT = 1e-7
+#: Largest accepted relative error of a regularised covariance from the moment cancellation.
+SCATTER_ERROR_LIMIT = 1e-9
+
+
+def _maha_error_bound(far, n_expanded: int, dtype):
+    """Rounding bound on the expanded distances: ``far_k`` bounds every term of component k's
+    expansion at its own points, ``sqrt(F)`` the accumulation of F products (probabilistic,
+    with a factor 16 of margin)."""
+    return 16.0 * np.sqrt(n_expanded) * jnp.finfo(dtype).eps * jnp.max(far)
+
+
+def _expanded_rows(n_expanded: int) -> int:
+    """Rows per block of the expanded pass: the features of a block (F, rows) should stay in
+    the L2 cache for the two products, but the products want many rows. Measured with
+    ``scripts/bench_em.py`` on the project's 2-core machine."""
+    return 1024 if n_expanded <= 256 else 4096
+
+
+def _n_expanded(ct, n_features: int) -> int:
+    return jax.eval_shape(ct.features_t, jax.ShapeDtypeStruct((n_features, 1), jnp.float64)).shape[
+        0
+    ]
+
+
+def _data_summary(XbT, wb, ct):
+    """The shift (the data mean, (d,)) and, for types that need it, ``sum u u^T`` (d, d)."""
+    shift = jnp.einsum("bdn,bn->d", XbT, wb) / jnp.sum(wb)
+    if not ct.needs_data_scatter:
+        return shift, None
+
+    def body(acc, blk):
+        xt, w = blk
+        ut = xt - shift[:, None]
+        return acc + (ut * w) @ ut.T, None
+
+    d = XbT.shape[1]
+    return shift, jax.lax.scan(body, jnp.zeros((d, d), XbT.dtype), (XbT, wb))[0]
+
+
+def _expanded_pass(XbT, wb, params: GMMParams, shift):
+    """E-step and every M-step statistic in one pass: ``(loglik, nk, moments, far)`` with
+    ``moments = sum_n r_kn phi(u_n)`` (K, F)."""
+    ct = params.cov
+    offset, prec_chol = log_offset(params)
+    terms, far = ct.expanded_terms(params.means, prec_chol, shift)
+    dtype = XbT.dtype
+
+    def body(carry, blk):
+        total, nk, moments = carry
+        xt, w = blk
+        ut = xt - shift[:, None]
+        phi = ct.features_t(ut)
+        wlp = offset[:, None] - 0.5 * ct.expanded_maha_t(ut, phi, terms)
+        top = jnp.max(wlp, axis=0)
+        e = jnp.exp(wlp - top)
+        norm = jnp.sum(e, axis=0)
+        resp = e * (w / norm)
+        total = total + jnp.sum((jnp.log(norm) + top) * w)
+        return (total, nk + jnp.sum(resp, axis=1), moments + resp @ phi.T), None
+
+    k = params.n_components
+    n_exp = _n_expanded(ct, params.n_features)
+    zero = (jnp.zeros((), dtype), jnp.zeros((k,), dtype), jnp.zeros((k, n_exp), dtype))
+    (loglik, nk, moments), _ = jax.lax.scan(body, zero, (XbT, wb))
+    return loglik, nk, moments, far
+
+
+def _maha_ok(params: GMMParams, shift):
+    """Whether the expanded distances at ``params`` meet :data:`MAHA_ERROR_LIMIT` (no data
+    pass: the bound depends on the parameters and the shift only)."""
+    ct = params.cov
+    _, far = ct.expanded_terms(params.means, ct.precision_cholesky(params.covariances), shift)
+    n_exp = _n_expanded(ct, params.n_features)
+    return _maha_error_bound(far, n_exp, params.dtype) <= MAHA_ERROR_LIMIT
+
+
+def _expanded_step(Xb, wb, prior, reg_covar, covariance_type):
+    """One EM iteration with the expanded kernels, and whether its error bounds hold."""
+    n_samples = jnp.sum(wb)
+    XbT = jnp.swapaxes(Xb, 1, 2)
+    ct = get_covariance_type(covariance_type)
+    shift, data_scatter = _data_summary(XbT, wb, ct)
+    d = Xb.shape[-1]
+    n_exp = _n_expanded(ct, d)
+    eps = jnp.finfo(Xb.dtype).eps
+
+    def step(params):
+        loglik, nk, moments, far = _expanded_pass(XbT, wb, params, shift)
+        s1 = moments[:, :d]
+        count = _regularised_count(nk)
+        sx = s1 + nk[:, None] * shift
+        centres = sx / count[:, None] - shift
+        count_reg = (jnp.sum(count) if ct.needs_data_scatter else count) * reg_covar
+        scatter, ratio = ct.scatter_from_moments(
+            s1, moments[:, d:], nk, centres, data_scatter, count_reg
+        )
+        new = _params_from(SufficientStats(nk, sx), scatter, ct, reg_covar, prior)
+        lb = _objective(loglik, params, prior, n_samples)
+        ok = (
+            (_maha_error_bound(far, n_exp, Xb.dtype) <= MAHA_ERROR_LIMIT)
+            & (4.0 * eps * ratio <= SCATTER_ERROR_LIMIT)
+            & jnp.isfinite(lb)
+            & _all_finite(new)
+            # A covariance that lost positive definiteness to rounding is refused here, so the
+            # centred kernels decide whether the fit really failed.
+            & _all_finite(ct.precision_cholesky(new.covariances))
+        )
+        return lb, new, ok
+
+    return step
+
+
+def use_expanded(dtype, n_samples: int, n_components: int, n_features: int) -> bool:
+    """Whether EM runs the expanded kernels: float64 only (in float32 the cancellation they
+    bound would refuse most steps) and not on small problems, where the run costs milliseconds
+    and a second compiled loop (for a refused step) would only add compile time."""
+    return jnp.dtype(dtype) == jnp.float64 and not is_small(n_samples, n_components, n_features)
 
 
 def initial_resp(key, X, n_components: int, method: str):
@@ -306,17 +498,95 @@ def _initial_params_impl(X, resp, covariance_type: str, reg_covar, prior: Prior 
 _initial_params_one = SizedJit(_initial_params_impl, static_argnames=("covariance_type",))
 
 
-def _em_impl(X, starts: GMMParams, prior, tol, reg_covar, lower_bound_init, max_iter: int):
-    """EM from every start of the batch ``starts`` (leading axis: restarts), together."""
-    Xb, wb = to_blocks(X, starts.means.shape[-2])
+def _em_impl(X, states: _LoopState, prior, tol, reg_covar, until, max_iter: int, mode: str):
+    """EM iterations of every run of the batch ``states`` (leading axis: restarts), together.
 
-    def one(params0):
-        return _run(Xb, wb, params0, prior, tol, reg_covar, max_iter, lower_bound_init)
+    ``mode`` is ``"centred"`` (the exact kernels), ``"expanded"`` (the fast kernels; a run
+    whose step is refused stops with ``stopped`` set) or ``"resume"`` (the centred kernels for
+    stopped runs, which stop again once they have reached ``until`` iterations and the
+    expanded kernels' bound holds, so the fast kernels can take over). Returns the batched
+    loop states.
+    """
+    n_components = states.params.means.shape[-2]
+    stop_when = None
+    if mode == "expanded":
+        ct = get_covariance_type(states.params.covariance_type)
+        Xb, wb = to_blocks(X, n_components, _expanded_rows(_n_expanded(ct, X.shape[1])))
+        step = _expanded_step(Xb, wb, prior, reg_covar, ct.name)
+    else:
+        Xb, wb = to_blocks(X, n_components)
+        step = _centred_step(Xb, wb, prior, reg_covar)
+        if mode == "resume":
+            shift = jnp.einsum("bnd,bn->d", Xb, wb) / jnp.sum(wb)
 
-    return jax.vmap(one)(starts)
+            def stop_when(st, until):
+                return (st.n_iter >= until) & _maha_ok(st.params, shift)
+
+    def one(st, until):
+        stop = None if stop_when is None else (lambda st: stop_when(st, until))
+        return _loop(step, st, tol, max_iter, stop)
+
+    return jax.vmap(one)(states, until)
 
 
-_em_program = SizedJit(_em_impl, static_argnames=("max_iter",))
+# One compiled program per mode; "resume" is compiled only when a fit needs it.
+_em_program = SizedJit(_em_impl, static_argnames=("max_iter", "mode"))
+
+
+def _start_states(starts: GMMParams, lower_bound_init, max_iter: int) -> _LoopState:
+    """Loop states at the start of every restart (leading axis: restarts). Built in NumPy
+    outside ``jit``, so that nothing is compiled for them."""
+    if isinstance(starts.means, jax.core.Tracer):
+        return jax.vmap(lambda p: _start_state(p, lower_bound_init, max_iter, p.dtype))(starts)
+    n_init = starts.weights.shape[0]
+    dtype = starts.means.dtype
+    finite = np.ones(n_init, bool)
+    for leaf in jax.tree_util.tree_leaves(starts):
+        finite &= np.isfinite(np.asarray(leaf)).reshape(n_init, -1).all(axis=1)
+    return _LoopState(
+        starts,
+        np.full(n_init, lower_bound_init, dtype),
+        np.full((n_init, max(max_iter, 1)), np.nan, dtype),
+        np.zeros(n_init, np.int32),
+        np.zeros(n_init, bool),
+        ~finite,
+        np.zeros(n_init, bool),
+    )
+
+
+def _pending(states: _LoopState, max_iter: int) -> bool:
+    """Whether some run stopped before converging, failing or using ``max_iter``."""
+    st = jax.tree_util.tree_map(np.asarray, (states.stopped, states.converged, states.failed))
+    return bool(np.any(st[0] & ~st[1] & ~st[2] & (np.asarray(states.n_iter) < max_iter)))
+
+
+def _run_program(args, static) -> _LoopState:
+    """Run EM from the prepared arguments: the expanded kernels, handing stopped runs to the
+    centred ones until the expanded bound holds again (after 1, 2, 4, ... centred iterations,
+    so a run that keeps failing the bound costs at most a few refused steps)."""
+    X, states, prior, tol, reg_covar, until = args
+    max_iter, mode = static["max_iter"], static["mode"]
+    program = _em_program.pick(*_problem_size(args), data=X)
+    if max_iter == 0 and not isinstance(X, jax.core.Tracer):
+        return states  # plotting.em_path and step-by-step warm starts ask for the start alone
+    states = program(*args, **static)
+    if mode != "expanded":
+        return states
+    if isinstance(X, jax.core.Tracer):
+        # Inside another jit there is no host to decide: finish stopped runs centred.
+        never = jnp.full(states.n_iter.shape, max_iter + 1, jnp.int32)
+        return program(X, states, prior, tol, reg_covar, never, max_iter=max_iter, mode="resume")
+    centred_iters = 1
+    while _pending(states, max_iter):
+        until = jnp.asarray(np.asarray(states.n_iter) + centred_iters, jnp.int32)
+        states = program(X, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="resume")
+        if not _pending(states, max_iter):
+            break
+        states = program(
+            X, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="expanded"
+        )
+        centred_iters *= 2
+    return states
 
 
 def _initial_resp(key, X, n_components: int, method: str):
@@ -374,24 +644,6 @@ def _starts(
     return GMMParams.tree_unflatten(ct.name, tuple(leaves))
 
 
-def _no_iterations(starts: GMMParams, lower_bound_init) -> EMResult:
-    """What the EM program returns for ``max_iter=0`` (the start, unchanged), without
-    compiling it: ``plotting.em_path`` and warm-started step-by-step fits ask for that."""
-    n_init = starts.weights.shape[0]
-    dtype = starts.means.dtype
-    finite = np.ones(n_init, bool)
-    for leaf in jax.tree_util.tree_leaves(starts):
-        finite &= np.isfinite(np.asarray(leaf)).reshape(n_init, -1).all(axis=1)
-    return EMResult(
-        starts,
-        jnp.asarray(np.full(n_init, lower_bound_init, dtype)),
-        jnp.asarray(np.full((n_init, 1), np.nan, dtype)),
-        jnp.asarray(np.zeros(n_init, np.int32)),
-        jnp.asarray(np.zeros(n_init, bool)),
-        jnp.asarray(~finite),
-    )
-
-
 def _prepare(
     key,
     X,
@@ -432,7 +684,12 @@ def _prepare(
         covariances_init,
         params_init,
     )
-    return (X, starts, prior, tol, reg_covar, lower_bound_init), {"max_iter": int(max_iter)}
+    expanded = use_expanded(dtype, X.shape[0], int(n_components), X.shape[1])
+    static = {"max_iter": int(max_iter), "mode": "expanded" if expanded else "centred"}
+    states = _start_states(starts, lower_bound_init, int(max_iter))
+    # ``until`` matters in "resume" mode only; passed always so every mode has one signature.
+    until = np.zeros(int(n_init), np.int32)
+    return (X, states, prior, tol, reg_covar, until), static
 
 
 def fit_em(
@@ -513,14 +770,12 @@ def fit_em(
         params_init,
         lower_bound_init,
     )
-    if static["max_iter"] == 0 and not isinstance(args[0], jax.core.Tracer):
-        return _no_iterations(args[1], args[5])
-    return _em_program.pick(*_problem_size(args), data=args[0])(*args, **static)
+    return _result(_run_program(args, static))
 
 
 def _problem_size(args):
-    X, starts = args[0], args[1]
-    return X.shape[0], starts.means.shape[-2], X.shape[1]
+    X, states = args[0], args[1]
+    return X.shape[0], states.params.means.shape[-2], X.shape[1]
 
 
 def _lower(key, X, n_components, covariance_type="full", **kwargs):
