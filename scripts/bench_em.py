@@ -17,6 +17,10 @@ Reported per (size, type):
 - ``ratio``: sklearn s/it over ours, measured in the same run.
 - ``compile s``: ``fit_em.lower(...).compile()`` for the shape (trace + XLA compile).
 - ``GFLOP/s``: for ``full`` only, ``4 N K d^2`` flops per iteration over our time per iteration.
+- ``kernels``: ``expanded`` (float64 at these sizes: E-step distances and M-step statistics as
+  matrix products of shifted features, guarded; see :mod:`bayesgmm.em`) or ``centred``.
+- ``lb diff``: largest relative difference between our per-iteration objective and
+  scikit-learn's ``lower_bounds_`` over the iterations both ran (same start: rounding only).
 - ``f32 s/it`` (``--float32``): ours on the same data in float32.
 
 Afterwards a second ``GaussianMixture.fit`` with the same shapes and settings is run under a
@@ -182,32 +186,55 @@ def time_ours(X, k, covariance_type, w0, m0, cov0, max_iter, repeats):
     return steady / max_iter, compile_s, res
 
 
+def _median_time(fn, repeats):
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(max(repeats, 5)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
 def time_split(X, k, covariance_type, w0, m0, cov0, repeats):
-    """Our E-step pass (with nk and sum r x) and M-step (scatter pass and updates) timed
-    separately, seconds per call (median); the same internal functions the EM loop runs."""
+    """Our E-step and M-step timed separately, seconds per call (median), with the internal
+    functions the EM loop runs. Centred kernels: the E pass (with nk and sum r x), then the
+    M-step (a scatter pass and the updates). Expanded kernels: the single pass that gives
+    the E-step and every statistic, then a whole iteration minus that pass."""
     X = jnp.asarray(X)
-    Xb, wb = to_blocks(X, k)
-    XbT = jnp.swapaxes(Xb, 1, 2)
     params = GMMParams.tree_unflatten(
         covariance_type, tuple(jnp.asarray(a, X.dtype) for a in (w0, m0, cov0))
     )
     ct = get_covariance_type(covariance_type)
+    reg = jnp.asarray(1e-6, X.dtype)
+    if em.use_expanded(X.dtype, *X.shape[:1], k, X.shape[1]):
+        Xb, wb = to_blocks(X, k, em.EXPANDED_BLOCK_ROWS)
+        XbT = jnp.swapaxes(Xb, 1, 2)
+        shift = jnp.mean(X, axis=0)
+        one_pass = jax.jit(em._expanded_pass)
+        step = jax.jit(lambda p: em._expanded_step(Xb, wb, None, reg, ct.name)(p))
+        e = _median_time(lambda: one_pass(XbT, wb, params, shift), repeats)
+        return e, _median_time(lambda: step(params), repeats) - e
+    Xb, wb = to_blocks(X, k)
+    XbT = jnp.swapaxes(Xb, 1, 2)
     e = jax.jit(em._e_pass)
     m = jax.jit(
-        lambda XbT, RbT, nk, sx: em._m_step_t(XbT, RbT, em.SufficientStats(nk, sx), ct, 1e-6, None)
+        lambda XbT, RbT, nk, sx: em._m_step_t(XbT, RbT, em.SufficientStats(nk, sx), ct, reg, None)
     )
     _, nk, sx, RbT = jax.block_until_ready(e(XbT, wb, params))
-    jax.block_until_ready(m(XbT, RbT, nk, sx))
+    return (
+        _median_time(lambda: e(XbT, wb, params), repeats),
+        _median_time(lambda: m(XbT, RbT, nk, sx), repeats),
+    )
 
-    def med(fn):
-        ts = []
-        for _ in range(max(repeats, 5)):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
 
-    return med(lambda: e(XbT, wb, params)), med(lambda: m(XbT, RbT, nk, sx))
+def lower_bound_difference(res, gm):
+    """Largest relative difference between our objective and scikit-learn's over the
+    iterations both ran (the same arithmetic from the same start, so rounding only)."""
+    ours = np.asarray(res.lower_bounds[0])
+    theirs = np.asarray(gm.lower_bounds_)
+    m = min(int(res.n_iter[0]), len(theirs))
+    return float(np.max(np.abs(ours[:m] - theirs[:m]) / np.abs(theirs[:m])))
 
 
 def second_fit_compiles(X, k, covariance_type, w0, m0, p0, counter):
@@ -280,7 +307,7 @@ def main(argv=None):
     )
     header = (
         f"{'size (N, d, K)':<22}{'type':<10}{'sklearn s/it':>13}{'ours s/it':>11}"
-        f"{'ratio':>8}{'compile s':>10}{'GFLOP/s':>9}"
+        f"{'ratio':>8}{'compile s':>10}{'GFLOP/s':>9}{'kernels':>10}{'lb diff':>9}"
     )
     if args.float32:
         header += f"{'f32 s/it':>10}"
@@ -296,19 +323,24 @@ def main(argv=None):
         for ct in types:
             cov0 = initial_covariances(cov_full, k, ct)
             p0 = precisions_from(cov0, ct)
-            ours, compile_s, _ = time_ours(X, k, ct, w0, m0, cov0, args.max_iter, args.repeats)
+            ours, compile_s, res = time_ours(X, k, ct, w0, m0, cov0, args.max_iter, args.repeats)
+            kernels = "expanded" if em.use_expanded(X.dtype, n, k, d) else "centred"
             if args.no_sklearn:
-                sk = float("nan")
+                sk, lb_diff = float("nan"), float("nan")
             else:
-                sk, _ = time_sklearn(
+                sk, gm = time_sklearn(
                     X, k, ct, w0, m0, p0, sk_iter, args.sk_repeats, args.sk_blas_threads
                 )
+                lb_diff = lower_bound_difference(res, gm)
             gflops = 4 * n * k * d * d / ours / 1e9 if ct == "full" else float("nan")
             line = (
                 f"{str((n, d, k)):<22}{ct:<10}{sk:>13.4g}{ours:>11.4g}{sk / ours:>8.1f}"
-                f"{compile_s:>10.2f}{gflops:>9.1f}"
+                f"{compile_s:>10.2f}{gflops:>9.1f}{kernels:>10}{lb_diff:>9.1e}"
             )
-            row = dict(size=(n, d, k), type=ct, sk=sk, ours=ours, compile=compile_s, gflops=gflops)
+            row = dict(
+                size=(n, d, k), type=ct, sk=sk, ours=ours, compile=compile_s, gflops=gflops,
+                kernels=kernels, lb_diff=lb_diff,
+            )  # fmt: skip
             if args.float32:
                 f32, _, _ = time_ours(
                     X.astype(np.float32), k, ct, w0, m0, cov0, args.max_iter, args.repeats
@@ -326,7 +358,10 @@ def main(argv=None):
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
     if args.markdown:
-        cols = "| (N, d, K) | type | sklearn s/iter | ours s/iter | ratio | compile s | GFLOP/s |"
+        cols = (
+            "| (N, d, K) | type | sklearn s/iter | ours s/iter | ratio | compile s | GFLOP/s "
+            "| kernels | lb diff |"
+        )
         if args.float32:
             cols += " ours float32 s/iter |"
         print()
@@ -336,7 +371,8 @@ def main(argv=None):
             g = f"{r['gflops']:.1f}" if r["type"] == "full" else ""
             line = (
                 f"| {r['size']} | {r['type']} | {r['sk']:.4g} | {r['ours']:.4g} | "
-                f"{r['sk'] / r['ours']:.1f}x | {r['compile']:.2f} | {g} |"
+                f"{r['sk'] / r['ours']:.1f}x | {r['compile']:.2f} | {g} | {r['kernels']} | "
+                f"{r['lb_diff']:.0e} |"
             )
             if args.float32:
                 line += f" {r['f32']:.4g} |"

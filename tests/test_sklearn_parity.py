@@ -104,7 +104,8 @@ def _fit_both(X, k, covariance_type, **kwargs):
 
 
 @pytest.mark.parametrize("name, make, k", CASES, ids=[c[0] for c in CASES])
-def test_fitted_attributes_match_sklearn(name, make, k, covariance_type):
+def test_fitted_attributes_match_sklearn(name, make, k, covariance_type, em_kernels):
+    # Both EM kernels (centred, expanded) must give scikit-learn's fit.
     X = make()
     sk, ours = _fit_both(X, k, covariance_type)
 
@@ -282,6 +283,10 @@ def test_data_spanning_several_row_blocks_matches_sklearn(covariance_type):
     n = 2 * block_rows(k, d) + 37
     Xb, wb = em.to_blocks(jnp.zeros((n, d)), k)
     assert Xb.shape[0] >= 3 and float(wb.sum()) == n  # several blocks, the last one padded
+    # The size takes the expanded kernels by default, in blocks of their own.
+    assert em.use_expanded(np.float64, n, k, d)
+    Xb, wb = em.to_blocks(jnp.zeros((n, d)), k, em.EXPANDED_BLOCK_ROWS)
+    assert Xb.shape[0] >= 3 and float(wb.sum()) == n
     rng = np.random.default_rng(6)
     centres = rng.normal(0.0, 3.0, (k, d))
     X = centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) * rng.uniform(0.5, 1.5, d)
