@@ -6,6 +6,13 @@ and the M-step as a function of additive sufficient statistics over those blocks
 means), so the same pieces serve chunked or multi-device EM. The loop is a
 ``lax.while_loop``; ``n_init`` restarts run together under ``vmap``.
 
+Two sets of kernels compute the same iteration. The *centred* ones difference every point
+against every component mean: exact at any offset of the data, used in float32 and on small
+problems. The *expanded* ones (float64, larger problems) write the distances and the
+statistics as matrix products of features of ``x - shift`` (one pass per iteration), bound
+their rounding every iteration, and hand a refused step to the centred ones (see
+"the expanded kernels" below and the README's EM benchmark).
+
 Under a :class:`~bayesgmm.params.Prior` the M-step is the closed-form posterior mode and the
 recorded objective is the log posterior per sample (log-likelihood plus log prior, over
 ``n_samples``); without one, it is the mean log-likelihood, exactly as in scikit-learn.
