@@ -239,14 +239,9 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-class _LoopState(NamedTuple):
-    params: GMMParams
-    lower_bound: jax.Array
-    lower_bounds: jax.Array
-    n_iter: jax.Array
-    converged: jax.Array
-    failed: jax.Array
-    stopped: jax.Array
+# The loop's state: an EMResult's fields plus ``stopped`` (a step of the expanded kernels was
+# refused; the centred kernels take over, see _run_program).
+_LoopState = NamedTuple("_LoopState", [*EMResult.__annotations__.items(), ("stopped", jax.Array)])
 
 
 def _start_state(params0, lb_init, max_iter: int, dtype) -> _LoopState:
@@ -758,23 +753,8 @@ def fit_em(
     ``fit_em.lower(...)`` (same arguments) runs the initialisation and returns the lowered EM
     program, for ahead-of-time compilation and for timing compilation.
     """
-    args, static = _prepare(
-        key,
-        X,
-        n_components,
-        covariance_type,
-        n_init,
-        init_params,
-        max_iter,
-        tol,
-        reg_covar,
-        prior,
-        weights_init,
-        means_init,
-        covariances_init,
-        params_init,
-        lower_bound_init,
-    )
+    # locals() here holds exactly fit_em's parameters, which _prepare takes by name.
+    args, static = _prepare(**locals())
     return _result(_run_program(args, static))
 
 
