@@ -88,8 +88,10 @@ def _map_rows(fn, X, n_components):
     return jax.tree_util.tree_map(lambda a: a.reshape((n_blocks * block,) + a.shape[2:])[:n], out)
 
 
-def _unbatched_weighted(X, params):
-    prepared = prepare(params)
+def _unbatched_weighted(X, params, include_weights=True):
+    """``log w_k + log N(x_n | k)`` (n, K) for unbatched parameters, in row blocks (without
+    ``log w_k`` when ``include_weights`` is false)."""
+    prepared = prepare(params, include_weights)
     return _map_rows(
         lambda xb: weighted_log_prob_prepared(xb, prepared, params.covariance_type),
         X,
@@ -136,16 +138,7 @@ def component_log_prob(X, params: GMMParams):
     array of shape (*B, n_samples, n_components)
     """
     X, params = _common(X, params)
-
-    def one(X, p):
-        prepared = prepare(p, include_weights=False)
-        return _map_rows(
-            lambda xb: weighted_log_prob_prepared(xb, prepared, p.covariance_type),
-            X,
-            p.n_components,
-        )
-
-    return _over_batch(one, X, params)
+    return _over_batch(_unbatched_weighted, X, params, False)
 
 
 def _log_prob_one(X, p):
