@@ -648,6 +648,12 @@ def _init_option(p) -> None:
     )
 
 
+def _output_options(p, metavar: str, help: str, files: str = "an existing output file") -> None:
+    """``-o/--output`` and ``--force``: nothing a user saved is replaced without ``--force``."""
+    p.add_argument("-o", "--output", metavar=metavar, help=help)
+    p.add_argument("--force", action="store_true", help=f"replace {files}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -706,13 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-warmup", type=int, default=1000, help="NUTS warm-up steps per chain")
     p.add_argument("--num-samples", type=int, default=1000, help="NUTS draws per chain")
     p.add_argument("--num-chains", type=int, default=4)
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="MODEL",
-        help="save to this file (EM: a .bgmm zip; NUTS: ArviZ netCDF, .nc)",
-    )
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    _output_options(p, "MODEL", "save to this file (EM: a .bgmm zip; NUTS: ArviZ netCDF, .nc)")
     _data_options(p)
     p.set_defaults(func=_cmd_fit)
 
@@ -732,8 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-init", type=int, default=1)
     _init_option(p)
     p.add_argument("--plot", metavar="FILE", help="save the criterion curves (png, pdf, svg)")
-    p.add_argument("-o", "--output", metavar="MODEL", help="save the best model to this file")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
+    _output_options(p, "MODEL", "save the best model to this file", "existing output files")
     _data_options(p)
     p.set_defaults(func=_cmd_select)
 
@@ -749,8 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-n", "--n-samples", type=int, required=True, metavar="N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", metavar="FILE", help="CSV file (default: standard output)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    _output_options(p, "FILE", "CSV file (default: standard output)")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser(
@@ -761,8 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("-o", "--output", metavar="FILE", help="CSV file (default: standard output)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    _output_options(p, "FILE", "CSV file (default: standard output)")
     _data_options(p)
     p.set_defaults(func=_cmd_predict)
 
