@@ -427,18 +427,11 @@ class _Tied(CovarianceType):
     def from_full(self, full):
         return jnp.mean(full, axis=-3)
 
-    def precision_cholesky(self, cov):
-        return _inv_chol_upper(cov)
-
-    def precisions(self, cov):
-        p = _inv_chol_upper(cov)
-        return p @ jnp.swapaxes(p, -1, -2)
-
-    def covariance_from_precision(self, prec):
-        return self.precisions(prec)
-
-    def log_det_precision_cholesky(self, prec_chol, n_features):
-        return _log_det_tri(prec_chol)
+    # One matrix instead of K: the same operations as full, which broadcast over the K axis.
+    precision_cholesky = _Full.precision_cholesky
+    precisions = _Full.precisions
+    covariance_from_precision = _Full.covariance_from_precision
+    log_det_precision_cholesky = _Full.log_det_precision_cholesky
 
     def mahalanobis_terms(self, means, prec_chol):
         return prec_chol.T, (means @ prec_chol)[:, :, None]
@@ -505,15 +498,9 @@ class _Tied(CovarianceType):
             )
         return means, cov
 
-    def log_prior(self, means, cov, prior):
-        lp_cov = self._cov_dist(prior).log_prob(cov)
-        lp_mean = dist.MultivariateNormal(
-            prior.mean, covariance_matrix=cov / prior.mean_precision
-        ).log_prob(means)
-        return lp_cov + jnp.sum(lp_mean)
-
-    def check_covariances(self, cov, name):
-        _check_pd_matrices(cov, name)
+    # The shared matrix's log density once, each mean's under it: full's sums do exactly that.
+    log_prior = _Full.log_prior
+    check_covariances = _Full.check_covariances
 
 
 class _Diag(CovarianceType):
