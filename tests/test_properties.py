@@ -93,8 +93,22 @@ def _start(X, covariance_type, seed):
     return GMMParams(np.full(K, 1.0 / K), means, cov, covariance_type)
 
 
-def _fit(X, start, *, prior=None, reg_covar=0.0, max_iter=ITERS):
-    res = em.fit_em(
+def _fit(X, start, *, prior=None, reg_covar=0.0, max_iter=ITERS, kernels="auto"):
+    # kernels: "auto" (what the size selects: centred at this size), or force "expanded".
+    use_expanded = em.use_expanded
+    if kernels == "expanded":
+        em.use_expanded = lambda dtype, *shape: dtype == np.float64
+    try:
+        res = _fit_em(X, start, prior, reg_covar, max_iter)
+    finally:
+        em.use_expanded = use_expanded
+    res = jax.tree_util.tree_map(lambda a: np.asarray(a[0]), res)
+    assert not res.failed, "EM failed on a well-conditioned generated mixture"
+    return res
+
+
+def _fit_em(X, start, prior, reg_covar, max_iter):
+    return em.fit_em(
         jax.random.key(0),
         np.asarray(X),
         K,
@@ -105,14 +119,12 @@ def _fit(X, start, *, prior=None, reg_covar=0.0, max_iter=ITERS):
         prior=prior,
         params_init=start,
     )
-    res = jax.tree_util.tree_map(lambda a: np.asarray(a[0]), res)
-    assert not res.failed, "EM failed on a well-conditioned generated mixture"
-    return res
 
 
 # --- the objective never decreases -------------------------------------------------------
 
 
+@pytest.mark.parametrize("kernels", ["auto", "expanded"])
 @pytest.mark.parametrize(
     "covariance_type, use_prior",
     [(ct, False) for ct in COVARIANCE_TYPES] + [("full", True), ("diag", True)],
@@ -120,14 +132,15 @@ def _fit(X, start, *, prior=None, reg_covar=0.0, max_iter=ITERS):
 )
 @SETTINGS
 @given(mix=mixtures(separation=(1.5, 4.0)))
-def test_objective_never_decreases(covariance_type, use_prior, mix):
+def test_objective_never_decreases(covariance_type, use_prior, kernels, mix):
     """With reg_covar=0 every M-step is the exact maximiser (ML) or posterior mode (MAP), so the
     mean log-likelihood, or log posterior per sample, cannot decrease; 1e-12 relative covers
-    rounding. Overlapping components (separation 1.5-4) give many moving steps."""
+    rounding. Overlapping components (separation 1.5-4) give many moving steps. Checked with
+    the centred kernels this size selects and with the expanded ones forced."""
     weights, means, covs, seed = mix
     X = _draw(weights, means, covs, N, seed)
     prior = Prior.default(X, K, covariance_type) if use_prior else None
-    res = _fit(X, _start(X, covariance_type, seed), prior=prior)
+    res = _fit(X, _start(X, covariance_type, seed), prior=prior, kernels=kernels)
     lbs = res.lower_bounds
     assert np.all(np.isfinite(lbs))
     assert np.all(np.diff(lbs) >= -1e-12 * np.abs(lbs[1:]))
