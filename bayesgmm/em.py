@@ -30,7 +30,13 @@ import numpyro.distributions as dist
 
 from ._compile import SizedJit, is_small
 from .covariance import get_covariance_type
-from .density import block_rows, log_offset, prepare, weighted_log_prob_t
+from .density import (
+    block_rows,
+    prepare,
+    prepare_expanded,
+    weighted_log_prob_expanded_t,
+    weighted_log_prob_t,
+)
 from .kmeans import kmeans_fit, kmeans_plusplus
 from .params import GMMParams, Prior
 
@@ -367,8 +373,7 @@ def _expanded_pass(XbT, wb, params: GMMParams, shift):
     """E-step and every M-step statistic in one pass: ``(loglik, nk, moments, far)`` with
     ``moments = sum_n r_kn phi(u_n)`` (K, F)."""
     ct = params.cov
-    offset, prec_chol = log_offset(params)
-    terms, far = ct.expanded_terms(params.means, prec_chol, shift)
+    prepared, far = prepare_expanded(params, shift)
     dtype = XbT.dtype
 
     def body(carry, blk):
@@ -376,7 +381,7 @@ def _expanded_pass(XbT, wb, params: GMMParams, shift):
         xt, w = blk
         ut = xt - shift[:, None]
         phi = ct.features_t(ut)
-        wlp = offset[:, None] - 0.5 * ct.expanded_maha_t(ut, phi, terms)
+        wlp = weighted_log_prob_expanded_t(ut, phi, prepared, ct.name)
         log_norm, resp = _normalise(wlp, w)
         total = total + jnp.sum(log_norm * w)
         return (total, nk + jnp.sum(resp, axis=1), moments + resp @ phi.T), None
@@ -391,9 +396,8 @@ def _expanded_pass(XbT, wb, params: GMMParams, shift):
 def _maha_ok(params: GMMParams, shift):
     """Whether the expanded distances at ``params`` meet :data:`MAHA_ERROR_LIMIT` (no data
     pass: the bound depends on the parameters and the shift only)."""
-    ct = params.cov
-    _, far = ct.expanded_terms(params.means, ct.precision_cholesky(params.covariances), shift)
-    n_exp = _n_expanded(ct, params.n_features)
+    _, far = prepare_expanded(params, shift)
+    n_exp = _n_expanded(params.cov, params.n_features)
     return _maha_error_bound(far, n_exp, params.dtype) <= MAHA_ERROR_LIMIT
 
 

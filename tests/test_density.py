@@ -63,6 +63,27 @@ def test_component_log_prob_equals_scipy_in_one_and_five_dimensions():
         )
 
 
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_expanded_form_equals_scipy(covariance_type, d):
+    """The expanded form EM's float64 fast path uses (features of x - shift, one matrix
+    product) gives scipy's weighted log densities. The data sit 50 away from the origin and
+    the shift is their mean, as in EM; 1e-10 relative allows the expansion's rounding, which
+    is about eps times the squared distance of a component from the shift in its own
+    standard deviations (here up to ~10^2)."""
+    rng = np.random.default_rng(7 + d)
+    X = rng.normal(50.0, 2.0, (60, d))
+    p = _random_params(rng, covariance_type, d=d)
+    p = GMMParams(p.weights, np.asarray(p.means) + 50.0, p.covariances, covariance_type)
+    shift = jax.numpy.asarray(X.mean(axis=0))
+    UT = jax.numpy.asarray(X.T) - shift[:, None]
+    prepared, far = density.prepare_expanded(p, shift)
+    phi = p.cov.features_t(UT)
+    got = np.asarray(density.weighted_log_prob_expanded_t(UT, phi, prepared, covariance_type)).T
+    want = _scipy_component_logpdf(X, p) + np.log(np.asarray(p.weights))
+    assert_allclose(got, want, rtol=1e-10)
+    assert np.asarray(far).shape == (K,)
+
+
 def test_log_prob_is_logsumexp_of_weighted_scipy_densities(X, covariance_type):
     p = _random_params(np.random.default_rng(3), covariance_type)
     want = logsumexp(_scipy_component_logpdf(X, p) + np.log(np.asarray(p.weights)), axis=1)
