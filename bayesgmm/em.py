@@ -316,19 +316,12 @@ def _centred_step(Xb, wb, prior, reg_covar):
     return step
 
 
-def _run(Xb, wb, params0, prior, tol, reg_covar, max_iter: int, lb_init=-jnp.inf) -> EMResult:
-    """One EM run from ``params0`` (unbatched) with the centred kernels; ``lb_init`` is the
-    objective the first iteration's change is measured against (the previous fit's, when
-    warm-starting)."""
-    state = _start_state(params0, lb_init, max_iter, Xb.dtype)
-    return _result(_loop(_centred_step(Xb, wb, prior, reg_covar), state, tol, max_iter))
-
-
 # --- the expanded kernels (float64) --------------------------------------------------------
 # See CovarianceType.features_t: the E-step and the M-step's statistics become one matrix
 # product each per block, in a single pass over the data. Every iteration bounds the rounding
 # the expansion can cause and refuses the step when the bound is not small; the run then
-# continues with the centred kernels from the same parameters (``_resume_program``).
+# continues with the centred kernels from the same parameters (mode "resume" of
+# ``_em_program``, driven by ``_run_program``).
 
 #: Largest bound accepted on the absolute error of a squared Mahalanobis distance. It is
 #: ``5e-8`` on a log density, far below what moves a fit (parity with scikit-learn is checked
@@ -341,11 +334,12 @@ SCATTER_ERROR_LIMIT = 1e-9
 EXPANDED_BLOCK_ROWS = 1024
 
 
-def _maha_error_bound(far, n_expanded: int, dtype):
-    """Rounding bound on the expanded distances: ``far_k`` bounds every term of component k's
-    expansion at its own points, ``sqrt(F)`` the accumulation of F products (probabilistic,
-    with a factor 16 of margin)."""
-    return 16.0 * np.sqrt(n_expanded) * jnp.finfo(dtype).eps * jnp.max(far)
+def _maha_within_limit(far, n_expanded: int, dtype):
+    """Whether the rounding bound on the expanded distances meets :data:`MAHA_ERROR_LIMIT`:
+    ``far_k`` bounds every term of component k's expansion at its own points, ``sqrt(F)`` the
+    accumulation of F products (probabilistic, with a factor 16 of margin)."""
+    bound = 16.0 * np.sqrt(n_expanded) * jnp.finfo(dtype).eps * jnp.max(far)
+    return bound <= MAHA_ERROR_LIMIT
 
 
 def _n_expanded(ct, n_features: int) -> int:
@@ -354,9 +348,14 @@ def _n_expanded(ct, n_features: int) -> int:
     ]
 
 
+def _data_mean(XbT, wb):
+    """The mean of the real rows of blocks stored transposed: the expansion's shift, (d,)."""
+    return jnp.einsum("bdn,bn->d", XbT, wb) / jnp.sum(wb)
+
+
 def _data_summary(XbT, wb, ct):
     """The shift (the data mean, (d,)) and, for types that need it, ``sum u u^T`` (d, d)."""
-    shift = jnp.einsum("bdn,bn->d", XbT, wb) / jnp.sum(wb)
+    shift = _data_mean(XbT, wb)
     if not ct.needs_data_scatter:
         return shift, None
 
@@ -397,8 +396,7 @@ def _maha_ok(params: GMMParams, shift):
     """Whether the expanded distances at ``params`` meet :data:`MAHA_ERROR_LIMIT` (no data
     pass: the bound depends on the parameters and the shift only)."""
     _, far = prepare_expanded(params, shift)
-    n_exp = _n_expanded(params.cov, params.n_features)
-    return _maha_error_bound(far, n_exp, params.dtype) <= MAHA_ERROR_LIMIT
+    return _maha_within_limit(far, _n_expanded(params.cov, params.n_features), params.dtype)
 
 
 def _expanded_step(Xb, wb, prior, reg_covar, covariance_type):
@@ -424,7 +422,7 @@ def _expanded_step(Xb, wb, prior, reg_covar, covariance_type):
         new = _params_from(SufficientStats(nk, sx), scatter, ct, reg_covar, prior)
         lb = _objective(loglik, params, prior, n_samples)
         ok = (
-            (_maha_error_bound(far, n_exp, Xb.dtype) <= MAHA_ERROR_LIMIT)
+            _maha_within_limit(far, n_exp, Xb.dtype)
             & (4.0 * eps * ratio <= SCATTER_ERROR_LIMIT)
             & jnp.isfinite(lb)
             & _all_finite(new)
@@ -521,7 +519,7 @@ def _em_impl(X, states: _LoopState, prior, tol, reg_covar, until, max_iter: int,
         Xb, wb = to_blocks(X, n_components)
         step = _centred_step(Xb, wb, prior, reg_covar)
         if mode == "resume":
-            shift = jnp.einsum("bnd,bn->d", Xb, wb) / jnp.sum(wb)
+            shift = _data_mean(jnp.swapaxes(Xb, 1, 2), wb)
 
             def stop_when(st, until):
                 return (st.n_iter >= until) & _maha_ok(st.params, shift)
@@ -560,8 +558,10 @@ def _start_states(starts: GMMParams, lower_bound_init, max_iter: int) -> _LoopSt
 
 def _pending(states: _LoopState, max_iter: int) -> bool:
     """Whether some run stopped before converging, failing or using ``max_iter``."""
-    st = jax.tree_util.tree_map(np.asarray, (states.stopped, states.converged, states.failed))
-    return bool(np.any(st[0] & ~st[1] & ~st[2] & (np.asarray(states.n_iter) < max_iter)))
+    stopped, converged, failed, n_iter = (
+        np.asarray(a) for a in (states.stopped, states.converged, states.failed, states.n_iter)
+    )
+    return bool(np.any(stopped & ~converged & ~failed & (n_iter < max_iter)))
 
 
 def _run_program(args, static) -> _LoopState:

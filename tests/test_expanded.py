@@ -209,7 +209,9 @@ def test_float32_and_small_problems_keep_the_centred_kernels():
 def test_blocks_are_evened_out():
     X = jnp.zeros((2 * 1024 + 1, 2))
     Xb, wb = em.to_blocks(X, 2, 1024)
-    assert Xb.shape == (3, 683, 2)  # three blocks of 683 rows, 0 padding rows...
+    # Three blocks of 683 rows (2049 = 3 x 683: no padding), where blocks at the cap of 1024
+    # rows would pad 1023.
+    assert Xb.shape == (3, 683, 2)
     assert float(wb.sum()) == 2 * 1024 + 1 and float(wb.size - wb.sum()) < Xb.shape[1]
 
 
