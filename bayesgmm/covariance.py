@@ -46,6 +46,22 @@ def _inv_chol_upper(cov):
     return jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
 
 
+def _project_means(means, prec_chol):
+    """``m_k^T P_k`` (K, d) for (K, d) means and (K, d, d) or one (d, d) factor ``P``.
+
+    Written as a broadcast product and a sum, not as a matrix product, on purpose: jaxlib
+    0.10.2's XLA:CPU fused ``means @ P`` with the per-block ``P^T @ XT`` of
+    :meth:`CovarianceType.sq_mahalanobis_t` into one ``__ynn_fusion`` holding both matrix
+    products, which computed wrong distances (tied densities off by up to ~900 nats) once the
+    (d, rows) product passed 2**14 elements, in every program that held both: the density
+    functions, ``score_samples``, ``bic``, NumPyro's potential. A fusion with one matrix product
+    is compiled correctly, so this keeps the per-row pass to one. Same flops (K d^2, once per
+    parameter set). ``tests/test_regressions.py`` checks the pattern as computed here, under
+    ``jit``, ``grad`` and ``vmap``, past the threshold; ``scripts/diff_matrix.py`` at every size.
+    """
+    return jnp.sum(means[:, :, None] * prec_chol, axis=-2)
+
+
 def _log_det_tri(tri):
     return jnp.sum(jnp.log(jnp.diagonal(tri, axis1=-2, axis2=-1)), axis=-1)
 
@@ -324,8 +340,7 @@ class _Full(CovarianceType):
         # y_k = P_k^T x - P_k^T m_k for all k at once: one (K d, d) @ (d, rows) product.
         k, d = means.shape
         pt = jnp.swapaxes(prec_chol, -1, -2).reshape(k * d, d)
-        mp = jnp.einsum("kd,kde->ke", means, prec_chol).reshape(k * d, 1)
-        return pt, mp
+        return pt, _project_means(means, prec_chol).reshape(k * d, 1)
 
     def sq_mahalanobis_t(self, XT, terms):
         pt, mp = terms
@@ -434,7 +449,7 @@ class _Tied(CovarianceType):
     log_det_precision_cholesky = _Full.log_det_precision_cholesky
 
     def mahalanobis_terms(self, means, prec_chol):
-        return prec_chol.T, (means @ prec_chol)[:, :, None]
+        return prec_chol.T, _project_means(means, prec_chol)[:, :, None]
 
     def sq_mahalanobis_t(self, XT, terms):
         pt, mp = terms
