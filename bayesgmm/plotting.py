@@ -742,7 +742,12 @@ def plot_posterior_ellipses(
     dims = _check_dims(dims, mp.n_features)
     if X is None:
         X = post.X
+    ax = _new_axes(ax)
+    # The axes may already hold patches of the caller's: the MAP-EM outlines are the patches
+    # plot_ellipses adds, found by identity, not by position in ax.patches.
+    before = {id(p) for p in ax.patches}
     ax = plot_ellipses(mp, X, ax=ax, levels=levels, dims=dims, max_alpha=0.0, show_means=False)
+    map_patches = [p for p in ax.patches if id(p) not in before]
     # plot_ellipses drew the MAP-EM outlines (unfilled); draw the faint draws under them.
     thinned = _thin(post.draws, n_draws, seed)
     colors = component_colors(mp.n_components)
@@ -760,7 +765,7 @@ def plot_posterior_ellipses(
             lw=0.8,
             zorder=1,
         )
-    for p in ax.patches[: mp.n_components * len(_levels(levels))]:
+    for p in map_patches:
         p.set_linewidth(2.0)
         p.set_edgecolor("k")
         p.set_linestyle("--")

@@ -314,6 +314,27 @@ def test_plot_posterior_ellipses(posterior):
         assert np.linalg.norm(np.asarray(e.center) - MEANS[k]) < 0.6
 
 
+def test_plot_posterior_ellipses_on_axes_that_already_hold_patches(posterior):
+    # A patch of the caller's comes first in ax.patches: it keeps its style, and every
+    # MAP-EM outline (K components x 2 levels) is the bold dashed one.
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    _, ax = plt.subplots()
+    mine = Rectangle((0, 0), 1, 1, lw=0.5, linestyle="-", edgecolor="r")
+    ax.add_patch(mine)
+    plotting.plot_posterior_ellipses(posterior, n_draws=5, levels=(1, 2), ax=ax)
+    assert mine.get_linewidth() == 0.5 and mine.get_linestyle() == "-"
+    styled = [p for p in ax.patches if p.get_linestyle() == "--"]
+    assert len(styled) == K * 2
+    assert all(p.get_linewidth() == 2.0 and p.zorder == 3 for p in styled)
+    vals = np.linalg.eigvalsh(np.asarray(posterior.map_params.covariance_matrices()))
+    widths = sorted(p.width for p in styled)
+    want = sorted(2 * n * np.sqrt(v[1]) for v in vals for n in (1, 2))
+    assert widths == pytest.approx(want)
+    plt.close(ax.figure)
+
+
 def test_plot_em_vs_posterior(posterior):
     axes = plotting.plot_em_vs_posterior(posterior, which=("weights", "means"))
     assert len(axes) == K + K * 2
