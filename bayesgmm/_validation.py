@@ -7,6 +7,7 @@ the argument and what was expected instead of surfacing as NaN or a JAX trace.
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -50,6 +51,7 @@ def check_data(
     min_samples: int = 1,
     n_features: int | None = None,
     dtype=None,
+    fitted_by: str = "the model",
 ) -> np.ndarray:
     """Validate a data matrix and return it as a C-contiguous NumPy float array.
 
@@ -65,11 +67,29 @@ def check_data(
         Required number of columns (for data given to an already fitted model).
     dtype : numpy dtype, optional
         Force this floating dtype instead of the one derived from the data.
+    fitted_by : str
+        What was fitted with ``n_features`` columns (an estimator's class name), for the
+        message when the number differs.
 
     Returns
     -------
     X : ndarray of shape (n_samples, n_features), float32 or float64
+
+    Notes
+    -----
+    Where scikit-learn's estimator checks look for particular words, the messages contain them
+    (``sparse``, ``Complex data not supported``, ``Reshape your data``, ``0 feature(s) (shape=...)
+    while a minimum of 1 is required``, ``X has 1 features, but GaussianMixture is expecting 4
+    features as input``), so code written against scikit-learn's messages keeps working.
     """
+    # scipy.sparse is looked up, not imported: an object can only be a scipy sparse container
+    # once the caller has imported it. np.asarray would make a 0-d object array of it.
+    sparse = sys.modules.get("scipy.sparse")
+    if sparse is not None and sparse.issparse(X):
+        raise TypeError(
+            f"{name} is a scipy sparse {type(X).__name__}; sparse input is not supported. "
+            f"Pass a dense array, e.g. {name}.toarray()."
+        )
     if hasattr(X, "__jax_array__") or type(X).__module__.startswith("jax"):
         X = np.asarray(X)
     if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):
@@ -80,25 +100,39 @@ def check_data(
         raise TypeError(f"{name} must be array-like of numbers; got {type(X).__name__}") from exc
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         if arr.dtype.kind == "c":
-            raise TypeError(f"{name} must be real-valued; got complex dtype {arr.dtype}")
+            raise ValueError(
+                f"{name} must be real-valued: Complex data not supported (got dtype "
+                f"{arr.dtype}); pass {name}.real if the imaginary parts are zero"
+            )
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must contain only numbers; got dtype {arr.dtype}") from exc
+            # numpy's reason ("float() argument must be a string or a real number, not
+            # 'dict'") says which element is not a number.
+            raise TypeError(
+                f"{name} must contain only numbers; got dtype {arr.dtype} ({exc})"
+            ) from exc
     if arr.ndim != 2:
-        hint = " Reshape 1-D data with X.reshape(-1, 1)." if arr.ndim == 1 else ""
+        hint = (
+            f" Reshape your data with {name}.reshape(-1, 1) if it has a single feature or "
+            f"{name}.reshape(1, -1) if it is a single sample."
+            if arr.ndim == 1
+            else ""
+        )
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_features); "
             f"got {arr.ndim}-D array of shape {arr.shape}.{hint}"
         )
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features; at least one column is required")
+        raise ValueError(
+            f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
     if arr.shape[0] < min_samples:
         raise ValueError(f"{name} has {arr.shape[0]} sample(s); at least {min_samples} required")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {arr.shape[1]} features, but the model was fitted with "
-            f"{n_features} features"
+            f"{name} has {arr.shape[1]} features, but {fitted_by} is expecting {n_features} "
+            "features as input (the number of columns it was fitted with)"
         )
     out_dtype = result_dtype(arr.dtype) if dtype is None else np.dtype(dtype)
     arr = np.ascontiguousarray(arr, dtype=out_dtype)

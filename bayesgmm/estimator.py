@@ -63,6 +63,31 @@ def _precision_arrays(params: GMMParams):
     return params.precisions(), params.precisions_cholesky()
 
 
+def _sample_bucket(n_samples: int) -> int:
+    """How many points ``sample`` draws to return ``n_samples``: the next power of two, at
+    least 64.
+
+    The sampler is compiled once per number of points; drawing a power of two and keeping the
+    first ``n_samples`` bounds the compilations at ~log2(n) (scikit-learn's ``test_sample`` calls
+    ``sample(n)`` for n = 1..99: 2 programs instead of 99). With JAX's partitionable threefry
+    (the default) every draw depends only on its index, so the first ``n_samples`` points are
+    exactly those ``density.sample(key, params, n_samples)`` returns. The legacy generator
+    lacks that property, so under it exactly ``n_samples`` points are drawn.
+    """
+    if not jax.config.jax_threefry_partitionable:
+        return n_samples
+    return max(64, 1 << (n_samples - 1).bit_length())
+
+
+def _finite_and_positive(params: GMMParams, arrays) -> bool:
+    """Whether a run's arrays are all finite and its covariances positive definite (float64
+    eigenvalues), so that a degenerate run can be returned without NaN or a singular matrix."""
+    if not all(np.isfinite(a).all() for a in arrays):
+        return False
+    cov = np.asarray(params.covariance_matrices(), dtype=np.float64)
+    return bool(np.linalg.eigvalsh(cov).min() > 0)
+
+
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
     """Free parameters of a mixture: covariances, means and ``n_components - 1`` weights."""
     ct = get_covariance_type(covariance_type)
@@ -238,22 +263,36 @@ class GaussianMixture:
             )
         dtype = X.dtype
         weights = means = covs = None
+        # Each message names our argument, then says it in scikit-learn's words ("The parameter
+        # 'weights' should ..."), which its own tests match.
         if self.weights_init is not None:
             weights = np.asarray(self.weights_init, dtype=dtype)
             if weights.shape != (k,):
                 raise ValueError(
-                    f"weights_init must have shape (n_components,) = ({k},); got {weights.shape}"
+                    "weights_init must have shape (n_components,): The parameter 'weights' "
+                    f"should have the shape of ({k},), but got {weights.shape}"
                 )
             if np.any(weights < 0) or np.any(weights > 1) or not np.isfinite(weights).all():
-                raise ValueError("weights_init must be in the range [0, 1]")
+                lo, hi = np.min(weights), np.max(weights)
+                # scikit-learn's message prints the minimum as "max value" and the maximum as
+                # "min value"; it is quoted as such, after the correct statement.
+                raise ValueError(
+                    f"weights_init must be in the range [0, 1]; got values from {lo:.5f} to "
+                    f"{hi:.5f} (scikit-learn's message, which swaps the labels: The parameter "
+                    f"'weights' should be in the range [0, 1], but got max value {lo:.5f}, "
+                    f"min value {hi:.5f})"
+                )
             if not np.allclose(weights.sum(), 1.0, atol=1e-6 if dtype == np.float64 else 1e-4):
-                raise ValueError(f"weights_init must sum to 1; got sum {weights.sum()}")
+                raise ValueError(
+                    "weights_init must sum to 1: The parameter 'weights' should be normalized, "
+                    f"but got sum(weights) = {weights.sum():.5f}"
+                )
         if self.means_init is not None:
             means = np.asarray(self.means_init, dtype=dtype)
             if means.shape != (k, d):
                 raise ValueError(
-                    f"means_init must have shape (n_components, n_features) = ({k}, {d}); "
-                    f"got {means.shape}"
+                    "means_init must have shape (n_components, n_features): The parameter "
+                    f"'means' should have the shape of ({k}, {d}), but got {means.shape}"
                 )
             if not np.isfinite(means).all():
                 raise ValueError("means_init contains NaN or infinity")
@@ -261,13 +300,21 @@ class GaussianMixture:
             prec = np.asarray(self.precisions_init, dtype=dtype)
             want = ct.shape(k, d)
             if prec.shape != want:
+                names = {"component": "n_components", "feature": "n_features"}
+                symbolic = tuple(names.get(dim, "n_features") for dim in ct.dims)
                 raise ValueError(
-                    f"precisions_init for covariance_type={ct.name!r} must have shape {want}; "
-                    f"got {prec.shape}"
+                    f"precisions_init for covariance_type={ct.name!r} must have shape "
+                    f"({', '.join(symbolic)}{',' if len(symbolic) == 1 else ''}): The parameter "
+                    f"'{ct.name} precision' should have the shape of {want}, but got {prec.shape}"
                 )
             if not np.isfinite(prec).all():
                 raise ValueError("precisions_init contains NaN or infinity")
-            ct.check_covariances(prec, "precisions_init")
+            try:
+                ct.check_covariances(prec, "precisions_init")
+            except ValueError as exc:
+                matrices = "feature_bis" in ct.dims  # full and tied hold (d, d) matrices
+                need = "symmetric, positive-definite" if matrices else "positive"
+                raise ValueError(f"{exc} ('{ct.name} precision' should be {need})") from None
             covs = np.asarray(ct.covariance_from_precision(jnp.asarray(prec)))
         return weights, means, covs
 
@@ -354,8 +401,20 @@ class GaussianMixture:
             lower_bound_init=lower_bound_init,
         )
         # A run also fails when a component collapsed onto identical points (see collapsed_runs).
-        failed = np.asarray(res.failed) | collapsed_runs(res.params, X, float(self.reg_covar))
-        if failed.all():
+        broken = np.asarray(res.failed)
+        collapsed = collapsed_runs(res.params, X, float(self.reg_covar))
+        failed = broken | collapsed
+        # scikit-learn raises only when a covariance stops being positive definite; a run that
+        # EM stopped at max_iter while a component was collapsing onto a point is returned with
+        # the ConvergenceWarning (its test_gaussian_mixture_setting_best_params). So when every
+        # run failed, such a run (collapsed, not broken, not converged) is returned, provided
+        # that all its parameters, precisions included, are finite. A run that converged onto
+        # the collapse, or whose covariance broke, still raises.
+        usable = collapsed & ~broken & ~np.asarray(res.converged) if failed.all() else ~failed
+        lb = np.where(usable, np.asarray(res.lower_bound), -np.inf)
+        best = int(np.argmax(lb)) if self.max_iter > 0 else n_init - 1
+        selected = self._select(res, best)
+        if failed.all() and not (usable[best] and _finite_and_positive(*selected)):
             msg = FIT_FAILED_MESSAGE
             if X.dtype == np.float32:
                 msg += (
@@ -363,16 +422,22 @@ class GaussianMixture:
                     "instead of float32."
                 )
             raise ValueError(msg)
-        lb = np.where(failed, -np.inf, np.asarray(res.lower_bound))
-        best = int(np.argmax(lb)) if self.max_iter > 0 else n_init - 1
-        if failed.any():
+        if failed.all():
+            warnings.warn(
+                f"EM stopped at max_iter={self.max_iter} with a component collapsing onto "
+                "identical points (its covariance is at the rounding level of X); the returned "
+                "parameters are degenerate. Increase reg_covar.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        elif failed.any():
             warnings.warn(
                 f"{int(failed.sum())} of {n_init} initialisations failed (a covariance became "
                 "singular) and were discarded; increase reg_covar if this persists",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self._store(res, best, prior, X.shape[1])
+        self._store(res, best, prior, X.shape[1], selected)
         if self.verbose:
             self._print_verbose(res, failed)
         if not self.converged_ and self.max_iter > 0:
@@ -384,19 +449,25 @@ class GaussianMixture:
             )
         return Xj
 
-    def _store(self, res, best, prior, n_features):
-        # The best run is picked in NumPy: indexing JAX arrays would compile small programs
-        # for every model shape.
+    @staticmethod
+    def _select(res, best):
+        """Run ``best``'s GMMParams and its arrays (weights, means, covariances, precisions,
+        precision Cholesky factors) as NumPy arrays. The run is picked in NumPy: indexing JAX
+        arrays would compile small programs for every model shape."""
         w, m, c = (np.asarray(a)[best] for a in res.params.tree_flatten()[0])
         p = GMMParams.tree_unflatten(res.params.covariance_type, tuple(map(jnp.asarray, (w, m, c))))
+        prec, prec_chol = _precision_arrays(p)
+        return p, (w, m, c, np.asarray(prec), np.asarray(prec_chol))
+
+    def _store(self, res, best, prior, n_features, selected=None):
+        p, (w, m, c, prec, prec_chol) = self._select(res, best) if selected is None else selected
         self.params_ = p
         self.prior_ = prior
         self.weights_ = w
         self.means_ = m
         self.covariances_ = c
-        prec, prec_chol = _precision_arrays(p)
-        self.precisions_ = np.asarray(prec)
-        self.precisions_cholesky_ = np.asarray(prec_chol)
+        self.precisions_ = prec
+        self.precisions_cholesky_ = prec_chol
         self.n_iter_ = int(res.n_iter[best])
         self.converged_ = bool(res.converged[best])
         self.lower_bound_ = float(res.lower_bound[best])
@@ -426,7 +497,9 @@ class GaussianMixture:
 
     def _checked(self, X):
         self._check_fitted()
-        return jnp.asarray(check_data(X, n_features=self.n_features_in_))
+        return jnp.asarray(
+            check_data(X, n_features=self.n_features_in_, fitted_by=type(self).__name__)
+        )
 
     def score_samples(self, X):
         """Log density ``log p(x)`` of each row; shape (n_samples,)."""
@@ -459,10 +532,13 @@ class GaussianMixture:
         y : ndarray (n_samples,), the component of each draw
         """
         self._check_fitted()
-        n_samples = check_positive_int(n_samples, "n_samples")
+        try:
+            n_samples = check_positive_int(n_samples, "n_samples")
+        except ValueError as exc:  # scikit-learn's words first, then ours
+            raise ValueError(f"Invalid value for 'n_samples': {exc}") from None
         rs = self.random_state if random_state is None else random_state
-        X, y = density.sample(as_key(rs), self.params_, n_samples)
-        return np.asarray(X), np.asarray(y)
+        X, y = density.sample(as_key(rs), self.params_, _sample_bucket(n_samples))
+        return np.asarray(X)[:n_samples], np.asarray(y)[:n_samples]
 
     def save(self, path, overwrite=False):
         """Save the fitted model to ``path`` (format: :mod:`bayesgmm.io`); never replaces an

@@ -258,7 +258,12 @@ class KMeans:
             from .estimator import NotFittedError
 
             raise NotFittedError("this KMeans instance is not fitted yet; call fit first")
-        return check_data(X, n_features=self.n_features_in_, dtype=self.cluster_centers_.dtype)
+        return check_data(
+            X,
+            n_features=self.n_features_in_,
+            dtype=self.cluster_centers_.dtype,
+            fitted_by=type(self).__name__,
+        )
 
     def predict(self, X):
         """Index of the closest centre for each row of ``X``; shape (n_samples,)."""

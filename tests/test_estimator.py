@@ -16,7 +16,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bayesgmm import ConvergenceWarning, GaussianMixture, GMMParams, em, n_parameters
+from bayesgmm import ConvergenceWarning, GaussianMixture, GMMParams, density, em, n_parameters
 from bayesgmm._random import as_key
 
 
@@ -103,6 +103,17 @@ def test_sample_shapes_and_reproducibility(fitted):
     assert_array_equal(x, x2)
     x3, _ = fitted.sample(500, random_state=1)
     assert not np.array_equal(x, x3)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65, 500])
+def test_sample_draws_what_density_sample_draws(fitted, n):
+    """sample(n) draws a power of two of points and keeps the first n (one compiled sampler
+    serves many n); those are exactly the n points density.sample draws with the same key."""
+    x, y = fitted.sample(n, random_state=3)
+    want_x, want_y = density.sample(as_key(3), fitted.params_, n)
+    assert x.shape == (n, 2) and y.shape == (n,)
+    assert_array_equal(x, np.asarray(want_x))
+    assert_array_equal(y, np.asarray(want_y))
 
 
 # --- scikit-learn conventions -------------------------------------------------------------
@@ -330,7 +341,7 @@ def test_fewer_samples_than_components():
         (
             dict(covariance_type="spherical", precisions_init=np.ones((3, 2))),
             ValueError,
-            r"precisions_init .* shape \(3,\)",
+            r"precisions_init .* shape \(n_components,\): .* shape of \(3,\)",
         ),
         (dict(prior="flat"), ValueError, "prior must be"),
     ],
@@ -343,7 +354,8 @@ def test_bad_arguments_raise_naming_the_argument(X, kwargs, exc, pattern):
 
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "score_samples", "score", "bic"])
 def test_predicting_with_a_different_number_of_features(fitted, method):
-    with pytest.raises(ValueError, match="X has 3 features, but the model was fitted with 2"):
+    msg = "X has 3 features, but GaussianMixture is expecting 2 features as input"
+    with pytest.raises(ValueError, match=msg):
         getattr(fitted, method)(np.zeros((5, 3)))
 
 

@@ -7,7 +7,10 @@ definiteness, e.g. onto a single or repeated point with ``reg_covar=0``):
 - the run that collapsed stops and is marked failed (its last finite parameters are kept,
   nothing NaN is ever returned);
 - if every restart failed, ``fit`` raises a ValueError that names ``reg_covar`` (scikit-learn's
-  message; in float32 it also suggests float64 data);
+  message; in float32 it also suggests float64 data); except, as in scikit-learn, when EM was
+  stopped at ``max_iter`` before converging and the collapsing component's parameters are still
+  finite with a positive covariance: that run is returned with the ConvergenceWarning and a
+  RuntimeWarning saying it is degenerate;
 - if only some restarts failed, they are discarded with a RuntimeWarning naming ``reg_covar``
   and the best of the others is returned;
 - with the default ``reg_covar=1e-6`` a collapsing component is the documented recovery: it
@@ -24,7 +27,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
 
-from bayesgmm import GaussianMixture, GMMParams, density
+from bayesgmm import ConvergenceWarning, GaussianMixture, GMMParams, density
 from bayesgmm._validation import collapsed_runs
 from bayesgmm.covariance import get_covariance_type
 
@@ -168,6 +171,39 @@ def test_collapse_without_reg_covar_raises_naming_reg_covar(covariance_type, dty
     if dtype == np.float32:
         assert "float64" in str(excinfo.value)
     assert not hasattr(gm, "means_")  # nothing half-fitted is left behind
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_collapse_stopped_at_max_iter_is_returned_as_scikit_learn_does(covariance_type, dtype):
+    """max_iter=1, so EM stops while the far component collapses. scikit-learn 1.9.1 fits diag
+    and spherical here (with a ConvergenceWarning) and raises for full; so does bayesgmm, and
+    what it returns is finite with positive covariances. (With the default max_iter the same
+    fits converge onto the collapse and raise, see above.)"""
+    X = _collapsing_data(dtype)
+    gm = GaussianMixture(
+        2,
+        covariance_type=covariance_type,
+        reg_covar=0.0,
+        max_iter=1,
+        precisions_init=_prec_init(covariance_type),
+        **_COLLAPSE_INIT,
+    )
+    if covariance_type == "full":  # the rank-one scatter of three identical points
+        with pytest.raises(ValueError, match=r"increase reg_covar"):
+            gm.fit(X)
+        assert not hasattr(gm, "means_")
+        return
+    with pytest.warns(RuntimeWarning, match=r"max_iter=1 .*degenerate. Increase reg_covar"):
+        with pytest.warns(ConvergenceWarning):
+            gm.fit(X)
+    assert not gm.converged_ and gm.n_iter_ == 1
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert np.all(np.isfinite(getattr(gm, name))), name
+    assert np.all(gm.covariances_ > 0)
+    # The component sits on the repeated point with a covariance at the rounding level.
+    assert_allclose(gm.means_[1], 30.0, rtol=1e-6)
+    assert np.all(gm.covariances_[1] < 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
