@@ -56,6 +56,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -500,26 +501,92 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def _read_csv(path: Path):
-    """Rows of a delimited text file, its header (or None) and the file line of each row."""
+def _sniff(path: Path):
+    """The first data line of a delimited text file (file line number, its fields) and the
+    delimiter, sniffed among ``, ; tab | space`` on the first 50 data lines (comments and
+    blank lines left out, so they cannot mislead the sniffer)."""
+    sample, first = [], None
     with open(path, newline="", encoding="utf-8-sig") as f:
-        text = f.read()
-    lines = text.splitlines()
-    sample = "\n".join(lines[:50])
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            first = number if first is None else first
+            sample.append(line)
+            if len(sample) >= 50:
+                break
     try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t| ")
-        delimiter = dialect.delimiter
-    except csv.Error:  # one column, or nothing to tell the delimiter by
-        delimiter = ","
+        delimiter = csv.Sniffer().sniff("\n".join(sample), delimiters=",;\t| ").delimiter
+    except csv.Error:
+        # The sniffer wants the same count of each candidate on every line; runs of spaces
+        # defeat it. Take the first delimiter that splits every line into the same number
+        # (> 1) of fields, else one column.
+        delimiter = next(
+            (
+                c
+                for c in (",", ";", "\t", "|", " ")
+                if len({len(_split(line, c)) for line in sample}) == 1
+                and len(_split(sample[0], c)) > 1
+            ),
+            ",",
+        )
+    return delimiter, first, None if first is None else _split(sample[0], delimiter)
+
+
+def _data_lines(lines):
+    """File line numbers (1-based) of the lines that hold data: not blank, not ``#``."""
+    return [
+        number
+        for number, line in enumerate(lines, start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def _split(line: str, delimiter: str):
+    fields = line.split() if delimiter == " " else next(csv.reader([line], delimiter=delimiter))
+    return [s.strip() for s in fields]
+
+
+def _read_csv_fast(path: Path, delimiter: str, first: int, fields):
+    """``(X, header)`` by NumPy's C parser, or None where it cannot be used.
+
+    It reads the data rows when every field is a number, which is the common case, at
+    ``np.loadtxt`` speed; any other file (missing values, a non-numeric field, ragged rows)
+    returns None and is read by ``_read_csv``, which gives the same result or the precise
+    error.
+    """
+    header = None if all(_is_number(s) for s in fields) else fields
+    try:
+        with warnings.catch_warnings():  # "input contained no data": the slow reader says it
+            warnings.simplefilter("ignore", UserWarning)
+            X = np.loadtxt(
+                path,
+                delimiter=None if delimiter == " " else delimiter,
+                comments="#",
+                quotechar='"',
+                skiprows=first if header is not None else first - 1,
+                ndmin=2,
+                dtype=np.float64,
+                encoding="utf-8-sig",
+            )
+    except ValueError:
+        return None
+    if X.shape[0] == 0 or X.shape[1] != len(fields):
+        return None
+    return X, header
+
+
+def _file_lines(path: Path):
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return f.read().splitlines()
+
+
+def _read_csv(path: Path, delimiter: str):
+    """Rows of a delimited text file, its header (or None) and the file line of each row."""
+    lines = _file_lines(path)
     rows, line_numbers = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if delimiter == " ":
-            fields = line.split()
-        else:
-            fields = next(csv.reader([line], delimiter=delimiter))
-        rows.append([s.strip() for s in fields])
+    for number in _data_lines(lines):
+        rows.append(_split(lines[number - 1], delimiter))
         line_numbers.append(number)
     if not rows:
         raise ValueError(f"{path} holds no data rows")
@@ -622,38 +689,56 @@ def read_data(path, *, columns=None, drop_nan: bool = False):
         X = arr[:, idx]
         if X.dtype.kind != "f":
             X = X.astype(np.float64)
-        row_labels = [f"row {i}" for i in range(X.shape[0])]
         names = [names[i] for i in idx]
+
+        def label(i):
+            return f"row {i}"
     else:
         try:
-            rows, header, line_numbers = _read_csv(path)
+            delimiter, first, fields = _sniff(path)
+            fast = None if first is None else _read_csv_fast(path, delimiter, first, fields)
         except UnicodeDecodeError:
             raise ValueError(f"{path} is not a text file; give CSV, .npy or .npz data") from None
-        n_columns = len(rows[0])
-        names = header if header is not None else [f"x{i}" for i in range(n_columns)]
-        idx = _select_columns(header, columns, n_columns, path)
-        X = np.empty((len(rows), len(idx)))
-        for j, c in enumerate(idx):
-            for i, row in enumerate(rows):
-                try:
-                    X[i, j] = _to_float(row[c])
-                except ValueError:
-                    raise ValueError(
-                        f"column {names[c]!r} of {path} is not numeric (line {line_numbers[i]}: "
-                        f"{row[c]!r}); choose numeric columns with --columns"
-                    ) from None
+        line_numbers = None  # found only if a row must be named (a missing value)
+        if fast is not None:
+            full, header = fast
+            names = header if header is not None else [f"x{i}" for i in range(full.shape[1])]
+            idx = _select_columns(header, columns, full.shape[1], path)
+            X = full[:, idx]
+        else:
+            rows, header, line_numbers = _read_csv(path, delimiter)
+            n_columns = len(rows[0])
+            names = header if header is not None else [f"x{i}" for i in range(n_columns)]
+            idx = _select_columns(header, columns, n_columns, path)
+            X = np.empty((len(rows), len(idx)))
+            for j, c in enumerate(idx):
+                for i, row in enumerate(rows):
+                    try:
+                        X[i, j] = _to_float(row[c])
+                    except ValueError:
+                        raise ValueError(
+                            f"column {names[c]!r} of {path} is not numeric (line "
+                            f"{line_numbers[i]}: {row[c]!r}); choose numeric columns with "
+                            "--columns"
+                        ) from None
         names = [names[i] for i in idx]
-        row_labels = [f"line {n}" for n in line_numbers]
+
+        def label(i):
+            nonlocal line_numbers
+            if line_numbers is None:  # the fast path read no line numbers: count them once
+                line_numbers = _data_lines(_file_lines(path))[1 if header is not None else 0 :]
+            return f"line {line_numbers[i]}"
+
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     dropped = []
     if bad.size:
         if not drop_nan:
-            shown = ", ".join(row_labels[i] for i in bad[:8]) + (" ..." if bad.size > 8 else "")
+            shown = ", ".join(label(i) for i in bad[:8]) + (" ..." if bad.size > 8 else "")
             raise ValueError(
                 f"{path} has missing or infinite values in {bad.size} row(s) ({shown}); "
                 "remove them or pass --drop-nan"
             )
-        dropped = [row_labels[i] for i in bad]
+        dropped = [label(i) for i in bad]
         X = np.delete(X, bad, axis=0)
     if X.shape[0] == 0:
         raise ValueError(f"{path} has no complete rows left")
