@@ -92,3 +92,35 @@ def test_two_moons_matches_scikit_learn_without_noise():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_faithful_is_r_datasets_faithful():
+    X = datasets.faithful()
+    assert X.shape == (272, 2) and X.dtype == np.float64
+    assert datasets.FAITHFUL_COLUMNS == ("eruptions", "waiting")
+    # R: head(faithful, 2), tail(faithful, 1) and colMeans(faithful).
+    np.testing.assert_array_equal(X[:2], [[3.6, 79.0], [1.8, 54.0]])
+    np.testing.assert_array_equal(X[-1], [4.467, 74.0])
+    np.testing.assert_allclose(X.mean(axis=0), [3.487783, 70.897059], atol=5e-7)
+    # waiting is whole minutes; eruptions has at most three decimals.
+    assert np.all(X[:, 1] == np.round(X[:, 1]))
+    np.testing.assert_allclose(X[:, 0], np.round(X[:, 0], 3), atol=1e-12)
+    # A fresh array each call.
+    X[0, 0] = -1.0
+    assert datasets.faithful()[0, 0] == 3.6
+
+
+def test_faithful_csv_is_package_data():
+    # The file sits inside the package and pyproject's package-data globs take it into the
+    # wheel (setuptools builds the wheel from exactly these globs).
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import bayesgmm
+
+    package = Path(bayesgmm.__file__).parent
+    assert (package / "data" / "faithful.csv").is_file()
+    config = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["bayesgmm"]
+    assert any(fnmatch.fnmatch("data/faithful.csv", g) for g in globs)
