@@ -37,6 +37,7 @@ from .density import (
     weighted_log_prob_expanded_t,
     weighted_log_prob_t,
 )
+from .hc import hc
 from .kmeans import kmeans_fit, kmeans_plusplus
 from .params import GMMParams, Prior
 
@@ -53,7 +54,7 @@ __all__ = [
     "INIT_METHODS",
 ]
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 
 
 class EMResult(NamedTuple):
@@ -445,8 +446,12 @@ def use_expanded(dtype, n_samples: int, n_components: int, n_features: int) -> b
 def initial_resp(key, X, n_components: int, method: str):
     """Initial responsibilities (n_samples, K) by one of :data:`INIT_METHODS`
     (scikit-learn's definitions: k-means labels, one-hot on k-means++ seeds, uniform random
-    rows normalised, or one-hot on random distinct data points)."""
+    rows normalised, or one-hot on random distinct data points; and ``"hc"``, one-hot on the
+    partition of mclust's model-based hierarchical clustering, :func:`bayesgmm.hc.hc`, which
+    ignores ``key`` and runs in NumPy, so not inside ``jit``)."""
     n = X.shape[0]
+    if method == "hc":
+        return _hc_resp(X, n_components)
     if method == "kmeans":
         labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
         return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
@@ -460,6 +465,18 @@ def initial_resp(key, X, n_components: int, method: str):
         idx = jax.random.choice(key, n, (n_components,), replace=False)
         return jnp.zeros((n, n_components), X.dtype).at[idx, jnp.arange(n_components)].set(1.0)
     raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")
+
+
+def _hc_resp(X, n_components: int):
+    """One-hot responsibilities (n_samples, K) of the hierarchical clustering's partition."""
+    if isinstance(X, jax.core.Tracer):
+        raise TypeError(
+            "init_params='hc' builds its tree in NumPy and needs concrete data, not a traced "
+            "array inside jit; compute the responsibilities outside (bayesgmm.hc.hc) and pass "
+            "resp_init"
+        )
+    labels = hc(np.asarray(X)).labels(n_components)
+    return jnp.asarray(np.eye(n_components, dtype=np.asarray(X).dtype)[labels])
 
 
 def _resp_blocks(resp, Xb):
@@ -600,6 +617,8 @@ def _initial_resp(key, X, n_components: int, method: str):
         # The shared k-means program (the same call bayesgmm.KMeans makes), then a one-hot.
         labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
         return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
+    if method == "hc":
+        return _hc_resp(X, n_components)
     return _initial_resp_one.pick(X.shape[0], n_components, X.shape[1], data=X)(
         key, X, n_components, method
     )
@@ -618,6 +637,7 @@ def _starts(
     means_init,
     covariances_init,
     params_init,
+    resp_init=None,
 ) -> GMMParams:
     """Starting parameters of every restart, stacked along a leading ``n_init`` axis."""
     ct = get_covariance_type(covariance_type)
@@ -632,11 +652,18 @@ def _starts(
         runs = [overrides] * n_init
     else:
         runs = []
+        if resp_init is None and init_params == "hc":
+            # The tree is deterministic: every restart would build the same one.
+            resp_init = _hc_resp(X, n_components)
+        if resp_init is not None:
+            resp_init = jnp.asarray(resp_init, dtype)
         # One restart at a time through the shared programs (not a vmap): their compiled form
         # then does not depend on n_init. Same keys as jax.random.split(key, n_init) gave the
         # restarts when initialisation ran inside the EM program.
         for k in jax.random.split(key, n_init):
-            resp = _initial_resp(k, X, n_components, init_params)
+            resp = (
+                _initial_resp(k, X, n_components, init_params) if resp_init is None else resp_init
+            )
             p = initial_m_step(X, resp, ct.name, reg_covar, prior)
             runs.append(
                 [
@@ -664,6 +691,7 @@ def _prepare(
     covariances_init,
     params_init,
     lower_bound_init,
+    resp_init,
 ):
     X = jnp.asarray(X)
     dtype = X.dtype
@@ -687,6 +715,7 @@ def _prepare(
         means_init,
         covariances_init,
         params_init,
+        resp_init,
     )
     expanded = use_expanded(dtype, X.shape[0], int(n_components), X.shape[1])
     static = {"max_iter": int(max_iter), "mode": "expanded" if expanded else "centred"}
@@ -713,6 +742,7 @@ def fit_em(
     covariances_init=None,
     params_init: GMMParams | None = None,
     lower_bound_init=-jnp.inf,
+    resp_init=None,
 ) -> EMResult:
     """Fit a mixture by EM from ``n_init`` initialisations at once.
 
@@ -746,6 +776,9 @@ def fit_em(
     lower_bound_init : float, default -inf
         Objective the first iteration is compared with for convergence; a warm start passes
         the previous fit's ``lower_bound_`` (scikit-learn's convention).
+    resp_init : array (n_samples, K), optional
+        Start every restart from the M-step of these responsibilities instead of running
+        ``init_params`` (``weights_init``/``means_init``/``covariances_init`` still override).
 
     Returns
     -------

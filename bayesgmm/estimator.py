@@ -110,7 +110,12 @@ class GaussianMixture:
     max_iter : int, default 100
     n_init : int, default 1
         Restarts, run together (vectorised); the best objective is kept.
-    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default 'kmeans'
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', 'hc'}, default 'kmeans'
+        How each restart starts: scikit-learn's four (k-means labels, k-means++ seeds,
+        random responsibilities, random data points), or ``'hc'``, the partition of mclust's
+        model-based agglomerative hierarchical clustering (:func:`bayesgmm.hc.hc`, on the
+        SVD-scaled data, built on a 2000-row subsample above that size). ``'hc'`` is
+        deterministic, so its restarts all start alike and ``n_init`` above 1 only repeats it.
     weights_init : array of shape (n_components,), optional
     means_init : array of shape (n_components, n_features), optional
     precisions_init : array, optional
@@ -361,9 +366,12 @@ class GaussianMixture:
         # max_iter and tol were (the last M-step moved the parameters after the last E-step).
         return np.asarray(density.predict(Xj, self.params_))
 
-    def _fit(self, X):
+    def _fit(self, X, resp_init=None):
         """Validate, run EM and store the fitted attributes; returns ``X`` as a JAX array.
-        Warnings use ``stacklevel=3``: they point at the caller of ``fit``/``fit_predict``."""
+        Warnings use ``stacklevel=3``: they point at the caller of ``fit``/``fit_predict``.
+
+        ``resp_init`` (n_samples, n_components), for :func:`bayesgmm.select`: start from the
+        M-step of these responsibilities instead of ``init_params``."""
         X = check_data(X, min_samples=2)
         weights, means, covs = self._check_parameters(X)
         warn_if_reg_covar_dominates(X, float(self.reg_covar))
@@ -399,6 +407,7 @@ class GaussianMixture:
             covariances_init=covs,
             params_init=params_init,
             lower_bound_init=lower_bound_init,
+            resp_init=None if params_init is not None else resp_init,
         )
         # A run also fails when a component collapsed onto identical points (see collapsed_runs).
         broken = np.asarray(res.failed)
