@@ -19,6 +19,8 @@ import functools
 
 import jax
 
+from . import _jax  # noqa: F401  (64-bit mode on before any array; see _jax)
+
 __all__ = ["SMALL_WORK", "is_small", "SizedJit"]
 
 #: Largest ``n_samples * n_components * n_features**2`` compiled at optimisation level 0.

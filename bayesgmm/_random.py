@@ -7,6 +7,8 @@ import numbers
 import jax
 import numpy as np
 
+from . import _jax  # noqa: F401  (64-bit mode on before any array; see _jax)
+
 __all__ = ["as_key"]
 
 

@@ -12,6 +12,14 @@ import warnings
 
 import numpy as np
 
+from ._exceptions import DataScaleWarning
+
+#: The covariance types (bayesgmm.covariance implements each) and EM's initialisations
+#: (bayesgmm.em), named here at the bottom of the package so that validation and the command
+#: line can list them without loading JAX.
+COVARIANCE_TYPE_NAMES = ("full", "tied", "diag", "spherical")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
+
 __all__ = [
     "check_data",
     "check_positive_int",
@@ -23,10 +31,6 @@ __all__ = [
     "collapsed_runs",
     "check_default_prior_scale",
 ]
-
-
-class DataScaleWarning(UserWarning):
-    """The data's spread is so small that the absolute ``reg_covar`` dominates every covariance."""
 
 
 def result_dtype(dtype) -> np.dtype:
@@ -208,11 +212,9 @@ def check_nonnegative_float(value, name: str, *, strictly_positive: bool = False
 
 def check_covariance_type(value) -> str:
     """Return the covariance type name, or raise listing the valid ones."""
-    from .covariance import COVARIANCE_TYPES
-
-    if not isinstance(value, str) or value not in COVARIANCE_TYPES:
+    if not isinstance(value, str) or value not in COVARIANCE_TYPE_NAMES:
         raise ValueError(
-            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}; got {value!r}"
+            f"covariance_type must be one of {sorted(COVARIANCE_TYPE_NAMES)}; got {value!r}"
         )
     return value
 

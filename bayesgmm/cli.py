@@ -26,9 +26,10 @@ import traceback
 import warnings
 from pathlib import Path
 
+from ._validation import COVARIANCE_TYPE_NAMES as COVARIANCE_TYPES
+
 __all__ = ["main"]
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 EXIT_USAGE = 2
 
 
@@ -149,7 +150,7 @@ def _write_csv(path, header, rows, *, force: bool) -> None:
 
 
 def _load_model(path):
-    from .io import load
+    from . import load
 
     return load(path)
 
@@ -609,7 +610,7 @@ def _cmd_demo(args) -> int:
         _save_figure(fig, out_dir / "trace.png", force=force)
         plt.close("all")
     with step("checking the saved files load back"):
-        from .io import load
+        from . import load
 
         em2 = load(out_dir / "em_model.bgmm")
         if not np.array_equal(em2.predict_proba(X), em.predict_proba(X)):
@@ -638,7 +639,7 @@ def _data_options(p) -> None:
 
 
 def _init_option(p) -> None:
-    from .em import INIT_METHODS
+    from ._validation import INIT_METHODS
 
     p.add_argument(
         "--init",

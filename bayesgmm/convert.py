@@ -16,7 +16,7 @@ constant_data         the prior's hyperparameters (``prior_*``) and the MAP-EM s
 ===================== ==========================================================================
 
 ``attrs`` record the covariance type, whether the draws were relabeled and the sampler settings,
-so :func:`from_inference_data` rebuilds the same ``Posterior``, also after
+so :meth:`bayesgmm.Posterior.from_inference_data` rebuilds the same ``Posterior``, also after
 ``idata.to_netcdf(path)`` and ``arviz.from_netcdf(path)``.
 """
 
@@ -30,7 +30,7 @@ from ._random import as_key
 from .covariance import get_covariance_type
 from .params import GMMParams, Prior
 
-__all__ = ["to_inference_data", "from_inference_data"]
+__all__ = ["to_inference_data", "read_inference_data"]
 
 _PRIOR_FIELDS = Prior._fields
 _SETTING_KEYS = (
@@ -172,17 +172,23 @@ def _constant_data(post):
     return out
 
 
-def from_inference_data(idata):
-    """Rebuild a :class:`~bayesgmm.posterior.Posterior` from :func:`to_inference_data`'s
-    output (including after a netCDF round trip).
+def read_inference_data(idata):
+    """The parts of a :class:`~bayesgmm.Posterior` in :func:`to_inference_data`'s output
+    (including after a netCDF round trip); ``Posterior.from_inference_data`` builds it.
+
+    Returns
+    -------
+    parts : dict
+        ``draws`` (GMMParams with leading (chain, draw) axes), ``X``, ``prior``,
+        ``map_params``, ``map_info`` (the MAP-EM run's ``lower_bound``, ``n_iter`` and
+        ``converged``, or an empty dict), ``sample_stats``, ``relabeled``,
+        ``feature_names`` and ``settings``.
 
     Raises
     ------
     ValueError
         If ``idata`` lacks the groups or attributes bayesgmm writes.
     """
-    from .posterior import Posterior, _estimator_from_params
-
     for group in ("posterior", "observed_data", "constant_data"):
         if group not in idata.groups():
             raise ValueError(
@@ -245,12 +251,12 @@ def from_inference_data(idata):
             "converged": bool(attrs["bayesgmm_map_converged"]),
         }
     X = X.astype(np.asarray(draws.means).dtype, copy=False)
-    return Posterior(
-        draws,
+    return dict(
+        draws=draws,
         X=X,
         prior=prior,
         map_params=map_params,
-        map_estimator=_estimator_from_params(map_params, prior, info),
+        map_info=info,
         sample_stats=sample_stats,
         relabeled=bool(int(attrs.get("bayesgmm_relabeled", 0))),
         feature_names=feature_names,

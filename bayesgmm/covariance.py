@@ -28,6 +28,8 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
 
+from . import _jax  # noqa: F401  (64-bit mode on before any array; see _jax)
+
 __all__ = ["COVARIANCE_TYPES", "get_covariance_type", "CovarianceType"]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import numpyro.distributions as dist
 
 from ._compile import SizedJit, is_small
+from ._validation import INIT_METHODS
 from .covariance import get_covariance_type
 from .density import (
     block_rows,
@@ -53,8 +54,6 @@ __all__ = [
     "fit_em",
     "INIT_METHODS",
 ]
-
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 
 
 class EMResult(NamedTuple):

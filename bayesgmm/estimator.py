@@ -17,6 +17,7 @@ import numpy as np
 
 from . import density
 from ._compile import LOW_OPT
+from ._exceptions import ConvergenceWarning, NotFittedError, sklearn_compatible
 from ._random import as_key
 from ._validation import (
     check_covariance_type,
@@ -30,23 +31,13 @@ from .covariance import get_covariance_type
 from .em import INIT_METHODS, fit_em
 from .params import GMMParams, Prior
 
-__all__ = ["GaussianMixture", "ConvergenceWarning", "NotFittedError", "n_parameters"]
-
-try:  # Reuse scikit-learn's warning class when it is installed, so its filters apply.
-    from sklearn.exceptions import ConvergenceWarning
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-
-    class ConvergenceWarning(UserWarning):
-        """EM stopped at ``max_iter`` before the objective changed by less than ``tol``."""
-
-
-try:  # Likewise scikit-learn's NotFittedError (a ValueError and an AttributeError).
-    from sklearn.exceptions import NotFittedError
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-
-    class NotFittedError(ValueError, AttributeError):
-        """A method that needs a fitted estimator was called before ``fit``."""
-
+__all__ = [
+    "GaussianMixture",
+    "ConvergenceWarning",
+    "NotFittedError",
+    "n_parameters",
+    "load_estimator",
+]
 
 FIT_FAILED_MESSAGE = (
     "Fitting the mixture model failed because some components have ill-defined empirical "
@@ -161,6 +152,9 @@ class GaussianMixture:
     """
 
     _estimator_type = "density_estimator"
+
+    #: What :func:`bayesgmm.save` writes an estimator as (read by bayesgmm.io).
+    _bayesgmm_file_kind = "model"
 
     def __init__(
         self,
@@ -453,7 +447,7 @@ class GaussianMixture:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
+                sklearn_compatible(ConvergenceWarning),
                 stacklevel=3,
             )
         return Xj
@@ -499,7 +493,7 @@ class GaussianMixture:
     # --- using a fitted model -------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "params_"):
-            raise NotFittedError(
+            raise sklearn_compatible(NotFittedError)(
                 "This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate "
                 "arguments before using this estimator."
             )
@@ -569,3 +563,21 @@ class GaussianMixture:
         """Akaike information criterion on ``X``; lower is better."""
         X = self._checked(X)
         return float(-2 * self.score(X) * X.shape[0] + 2 * self._n_parameters())
+
+
+def load_estimator(path) -> GaussianMixture:
+    """Load a :class:`GaussianMixture` saved by :meth:`GaussianMixture.save` (file format:
+    :mod:`bayesgmm.io`); :func:`bayesgmm.load` reads either kind of file.
+
+    Raises
+    ------
+    FileNotFoundError, FormatError
+        As :func:`bayesgmm.load`.
+    """
+    from .io import read_estimator_file
+
+    params, fitted = read_estimator_file(path)
+    gm = GaussianMixture(**params)
+    for name, value in fitted.items():
+        setattr(gm, name, value)
+    return gm

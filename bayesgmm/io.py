@@ -2,9 +2,11 @@
 
 File formats
 ------------
-Both formats carry a format name and an integer format version; :func:`load` refuses files of
-another format, of a newer version than this bayesgmm reads, and truncated or damaged files,
-with a :class:`FormatError` that says which it was.
+Both formats carry a format name and an integer format version; :func:`bayesgmm.load` (through
+:func:`read_estimator_file` and :func:`read_posterior_file`) refuses files of another format, of a
+newer version than this bayesgmm reads, and truncated or damaged files, with a
+:class:`FormatError` that says which it was. This module knows the formats, not the classes:
+``GaussianMixture`` and ``Posterior`` are built from what it reads by their own modules.
 
 **Fitted estimators** (:class:`~bayesgmm.GaussianMixture`, maximum likelihood or MAP-EM) are
 saved as a zip archive (suggested suffix ``.bgmm``) with two members:
@@ -63,14 +65,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ._exceptions import FormatError
+
 __all__ = [
     "FormatError",
     "save",
-    "load",
     "save_estimator",
-    "load_estimator",
+    "read_estimator_file",
     "save_posterior",
-    "load_posterior",
+    "read_posterior_file",
+    "file_kind",
     "read_data",
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
@@ -100,10 +104,6 @@ _SCALAR_PARAMS = (
     "verbose_interval",
 )
 _INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
-
-
-class FormatError(ValueError):
-    """A file is not a bayesgmm file, is damaged or truncated, or is from a newer version."""
 
 
 # --- atomic writes ---------------------------------------------------------------------------
@@ -208,9 +208,9 @@ def _atomic_write_path(path, write_to_path, *, overwrite: bool) -> Path:
 
 # --- estimators --------------------------------------------------------------------------------
 def _version() -> str:
-    from . import __version__
+    from ._version import version
 
-    return __version__
+    return version
 
 
 def save_estimator(estimator, path, *, overwrite: bool = False) -> Path:
@@ -300,9 +300,23 @@ def _check_format(meta, path, expected: str, supported: int, key_format, key_ver
         raise FormatError(f"{path} has an invalid format version {version}")
 
 
-def load_estimator(path):
-    """Load a :class:`~bayesgmm.GaussianMixture` saved by :func:`save_estimator`."""
-    from .estimator import GaussianMixture
+def read_estimator_file(path):
+    """Read and check a file written by :func:`save_estimator`.
+
+    Returns
+    -------
+    params : dict
+        The estimator's constructor arguments (its ``prior`` a :class:`~bayesgmm.Prior`, a
+        string or None; its initial arrays or None).
+    fitted : dict
+        The fitted state: ``params_`` (GMMParams), ``prior_``, the arrays ``weights_``,
+        ``means_``, ``covariances_``, ``precisions_``, ``precisions_cholesky_``,
+        ``lower_bounds_``, and ``n_iter_``, ``converged_``, ``lower_bound_``,
+        ``n_features_in_`` and, if saved, ``feature_names_in_``.
+
+    :func:`bayesgmm.estimator.load_estimator` builds the ``GaussianMixture`` from them (the
+    format module knows no estimator class).
+    """
     from .params import GMMParams, Prior
 
     path = Path(path)
@@ -330,7 +344,7 @@ def load_estimator(path):
         with np.load(_io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         params = dict(meta["params"])
-        fitted = meta["fitted"]
+        saved = meta["fitted"]
         missing = [k for k in meta["arrays"] if k not in arrays]
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, TypeError) as exc:
         raise FormatError(f"{path} is damaged: {exc}") from None
@@ -338,32 +352,33 @@ def load_estimator(path):
         raise FormatError(f"{path} is damaged: arrays {missing} are missing")
 
     prior_ = None
-    if fitted.get("has_prior"):
+    if saved.get("has_prior"):
         prior_ = Prior(
             *(arrays[f"prior_{k}"] for k in _PRIOR_FIELDS), params["covariance_type"]
-        ).astype(np.dtype(fitted["dtype"]))
+        ).astype(np.dtype(saved["dtype"]))
     if params["prior"] == "arrays":
         params["prior"] = prior_
     for name in _INIT_ARRAYS:
         params[name] = arrays.get(name)
-    gm = GaussianMixture(**params)
-    gm.params_ = GMMParams(
-        arrays["weights"], arrays["means"], arrays["covariances"], params["covariance_type"]
-    )
-    gm.prior_ = prior_
-    gm.weights_ = arrays["weights"]
-    gm.means_ = arrays["means"]
-    gm.covariances_ = arrays["covariances"]
-    gm.precisions_ = arrays["precisions"]
-    gm.precisions_cholesky_ = arrays["precisions_cholesky"]
-    gm.n_iter_ = int(fitted["n_iter_"])
-    gm.converged_ = bool(fitted["converged_"])
-    gm.lower_bound_ = float(arrays["lower_bound"])
-    gm.lower_bounds_ = arrays["lower_bounds"]
-    gm.n_features_in_ = int(fitted["n_features_in_"])
-    if "feature_names_in_" in fitted:
-        gm.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-    return gm
+    fitted = {
+        "params_": GMMParams(
+            arrays["weights"], arrays["means"], arrays["covariances"], params["covariance_type"]
+        ),
+        "prior_": prior_,
+        "weights_": arrays["weights"],
+        "means_": arrays["means"],
+        "covariances_": arrays["covariances"],
+        "precisions_": arrays["precisions"],
+        "precisions_cholesky_": arrays["precisions_cholesky"],
+        "n_iter_": int(saved["n_iter_"]),
+        "converged_": bool(saved["converged_"]),
+        "lower_bound_": float(arrays["lower_bound"]),
+        "lower_bounds_": arrays["lower_bounds"],
+        "n_features_in_": int(saved["n_features_in_"]),
+    }
+    if "feature_names_in_" in saved:
+        fitted["feature_names_in_"] = np.asarray(saved["feature_names_in_"], dtype=object)
+    return params, fitted
 
 
 # --- posteriors ----------------------------------------------------------------------------------
@@ -403,8 +418,10 @@ def _read_idata(path: Path):
     return idata
 
 
-def load_posterior(path):
-    """Load a :class:`~bayesgmm.Posterior` saved by :func:`save_posterior`."""
+def read_posterior_file(path):
+    """Read and check a file written by :func:`save_posterior`; returns its ArviZ
+    ``InferenceData``, loaded into memory (the file is closed). :func:`bayesgmm.load` and
+    :meth:`bayesgmm.Posterior.load` build the ``Posterior`` from it."""
     path = Path(path)
     idata = _read_idata(path)
     if "posterior" not in idata.groups():
@@ -417,9 +434,7 @@ def load_posterior(path):
         "bayesgmm_format",
         "bayesgmm_format_version",
     )
-    from .posterior import Posterior
-
-    return Posterior.from_inference_data(idata)
+    return idata
 
 
 # --- dispatch ------------------------------------------------------------------------------------
@@ -438,11 +453,11 @@ def save(obj, path, *, overwrite: bool = False) -> Path:
     -------
     pathlib.Path of the written file.
     """
-    from .estimator import GaussianMixture
-
-    if isinstance(obj, GaussianMixture):
+    # By the class's declared kind, not isinstance: the format layer imports no estimator.
+    kind = getattr(type(obj), "_bayesgmm_file_kind", None)
+    if kind == "model":
         return save_estimator(obj, path, overwrite=overwrite)
-    if hasattr(obj, "to_inference_data") and hasattr(obj, "draws"):
+    if kind == "posterior":
         return save_posterior(obj, path, overwrite=overwrite)
     raise TypeError(f"save takes a GaussianMixture or a Posterior; got {type(obj).__name__}")
 
@@ -465,21 +480,6 @@ def file_kind(path) -> str:
     raise FormatError(
         f"{path} is not a bayesgmm file (expected a model zip archive or a posterior netCDF)"
     )
-
-
-def load(path):
-    """Load a model saved by :func:`save`: a ``GaussianMixture`` or a ``Posterior``.
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    FormatError (a ValueError)
-        The file is not a bayesgmm file, is damaged or truncated, or was written by a newer
-        format version.
-    """
-    kind = file_kind(path)
-    return load_estimator(path) if kind == "model" else load_posterior(path)
 
 
 # --- reading data for the command line ---------------------------------------------------------

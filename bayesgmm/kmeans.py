@@ -16,12 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._compile import SizedJit
+from ._exceptions import ConvergenceWarning, NotFittedError, sklearn_compatible
 from ._random import as_key
-
-try:  # scikit-learn's warning class when installed, so its filters apply
-    from sklearn.exceptions import ConvergenceWarning
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    ConvergenceWarning = UserWarning
 from ._validation import check_data, check_nonnegative_float, check_positive_int
 
 __all__ = ["KMeans", "kmeans_plusplus", "kmeans_fit", "KMeansResult"]
@@ -248,16 +244,16 @@ class KMeans:
             warnings.warn(
                 f"Number of distinct clusters ({n_distinct}) found smaller than n_clusters ({k}); "
                 "X has fewer distinct points than n_clusters: decrease n_clusters",
-                ConvergenceWarning,
+                sklearn_compatible(ConvergenceWarning),
                 stacklevel=2,
             )
         return self
 
     def _check_fitted(self, X):
         if not hasattr(self, "cluster_centers_"):
-            from .estimator import NotFittedError
-
-            raise NotFittedError("this KMeans instance is not fitted yet; call fit first")
+            raise sklearn_compatible(NotFittedError)(
+                "this KMeans instance is not fitted yet; call fit first"
+            )
         return check_data(
             X,
             n_features=self.n_features_in_,

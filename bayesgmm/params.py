@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _jax  # noqa: F401  (64-bit mode on before any array; see _jax)
 from .covariance import get_covariance_type
 
 __all__ = ["GMMParams", "Prior"]

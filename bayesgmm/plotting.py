@@ -410,7 +410,8 @@ def em_path(X, n_components, iterations, **kwargs):
     objective : ndarray of shape (max(iterations) + 1,)
         The objective at iteration 0, 1, ... (evaluated at those parameters).
     """
-    from .estimator import ConvergenceWarning, GaussianMixture
+    from ._exceptions import ConvergenceWarning
+    from .estimator import GaussianMixture
 
     iterations = sorted({int(i) for i in iterations})
     if not iterations or iterations[0] < 0:

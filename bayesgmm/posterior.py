@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from . import density
 from ._compile import LOW_OPT
+from ._exceptions import DivergenceWarning
 from ._random import as_key
 from ._validation import check_covariance_type, check_data, check_positive_int
 from .covariance import get_covariance_type
@@ -42,10 +43,6 @@ from .model import SITE_NAMES, gmm_model
 from .params import GMMParams, Prior
 
 __all__ = ["fit_posterior", "Posterior", "DivergenceWarning", "relabel_draws"]
-
-
-class DivergenceWarning(RuntimeWarning):
-    """NUTS reported divergent transitions after warm-up: the draws may be biased."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,6 +729,9 @@ class Posterior:
         The sampler settings used.
     """
 
+    #: What :func:`bayesgmm.save` writes a Posterior as (read by bayesgmm.io).
+    _bayesgmm_file_kind = "posterior"
+
     def __init__(
         self,
         draws: GMMParams,
@@ -943,9 +943,25 @@ class Posterior:
     @classmethod
     def from_inference_data(cls, idata) -> Posterior:
         """Rebuild a Posterior from :meth:`to_inference_data`'s output (also after netCDF)."""
-        from .convert import from_inference_data
+        from .convert import read_inference_data
 
-        return from_inference_data(idata)
+        parts = read_inference_data(idata)
+        info = parts.pop("map_info")
+        map_estimator = _estimator_from_params(parts["map_params"], parts["prior"], info)
+        return cls(parts.pop("draws"), map_estimator=map_estimator, **parts)
+
+    @classmethod
+    def load(cls, path) -> Posterior:
+        """Load a Posterior saved by :meth:`save` (or :func:`bayesgmm.save`).
+
+        Raises
+        ------
+        FileNotFoundError, FormatError
+            As :func:`bayesgmm.load`.
+        """
+        from .io import read_posterior_file
+
+        return cls.from_inference_data(read_posterior_file(path))
 
     def save(self, path, overwrite=False):
         """Save as ArviZ netCDF with bayesgmm's format attributes (:mod:`bayesgmm.io`); never

@@ -150,9 +150,11 @@ def label_invariant(weights, means, covariances, covariance_type: str = "full"):
     sfx = _suffixes(d)
     # Order of the components by their first mean coordinate: a function of the unordered set.
     order = np.argsort(means[..., 0], axis=-1)
-    take = lambda a: np.take_along_axis(
-        a, order.reshape(order.shape + (1,) * (a.ndim - order.ndim)), axis=order.ndim - 1
-    )  # noqa: E731,E501
+
+    def take(a):
+        index = order.reshape(order.shape + (1,) * (a.ndim - order.ndim))
+        return np.take_along_axis(a, index, axis=order.ndim - 1)
+
     mu, w = take(means), take(np.asarray(weights))
     out = {}
     for i, c in enumerate(("low", "high")):
