@@ -85,9 +85,18 @@ def to_inference_data(post, *, posterior_predictive=False, log_likelihood=True, 
 
     Examples
     --------
-    >>> import arviz as az  # doctest: +SKIP
-    >>> idata = post.to_inference_data()  # doctest: +SKIP
-    >>> az.loo(idata)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from bayesgmm import fit_posterior
+    >>> X = np.random.default_rng(0).normal(size=(60, 1))
+    >>> post = fit_posterior(X, 2, num_warmup=50, num_samples=50, num_chains=1,
+    ...                      progress_bar=False)
+    >>> idata = post.to_inference_data()
+    >>> list(idata.groups())
+    ['posterior', 'log_likelihood', 'sample_stats', 'observed_data', 'constant_data']
+    >>> dict(idata.posterior["means"].sizes)
+    {'chain': 1, 'draw': 50, 'component': 2, 'feature': 1}
+
+    ``arviz.loo(idata)``, ``arviz.summary(idata)`` and the other ArviZ functions take it.
     """
     import arviz as az
 

@@ -184,7 +184,7 @@ class KMeans:
     >>> from bayesgmm import KMeans
     >>> X = np.array([[0.0], [0.1], [10.0], [10.1]])
     >>> km = KMeans(2, random_state=0).fit(X)
-    >>> sorted(np.round(km.cluster_centers_.ravel(), 2))
+    >>> sorted(np.round(km.cluster_centers_.ravel(), 2).tolist())
     [0.05, 10.05]
     """
 

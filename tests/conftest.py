@@ -17,7 +17,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import bayesgmm  # noqa: E402,F401  (enables float64 before any test builds arrays)
+import bayesgmm._jax  # noqa: E402,F401  (float64 on before any test builds arrays)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
