@@ -298,22 +298,21 @@ def test_fast_csv_reader_equals_the_field_by_field_reader(tmp_path, monkeypatch,
     assert fast[1:] == slow[1:]
 
 
-def test_fast_csv_reader_keeps_the_errors(tmp_path):
+CSV_ERRORS = [
+    ("# c\nx,y\n1,2\n3,4,5\n", "line 4 has 3 fields where 2 were expected"),
+    ("x,y\n1,2\n3,oops\n", "column 'y' .* not numeric .*line 3: 'oops'"),
+    ("# only a comment\n\n", "holds no data rows"),
+    ("x,y\n", "has a header but no data rows"),
+    # line numbers count comments and blank lines
+    ("# c\nx,y\n\n1,2\nnan,3\n", r"1 row\(s\) \(line 5\)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CSV_ERRORS)
+def test_fast_csv_reader_keeps_the_errors(tmp_path, text, message):
     path = tmp_path / "bad.csv"
-    path.write_text("# c\nx,y\n1,2\n3,4,5\n")
-    with pytest.raises(ValueError, match="line 4 has 3 fields where 2 were expected"):
-        read_data(path)
-    path.write_text("x,y\n1,2\n3,oops\n")
-    with pytest.raises(ValueError, match="column 'y' .* not numeric .*line 3: 'oops'"):
-        read_data(path)
-    path.write_text("# only a comment\n\n")
-    with pytest.raises(ValueError, match="holds no data rows"):
-        read_data(path)
-    path.write_text("x,y\n")
-    with pytest.raises(ValueError, match="has a header but no data rows"):
-        read_data(path)
-    path.write_text("# c\nx,y\n\n1,2\nnan,3\n")  # line numbers count comments and blanks
-    with pytest.raises(ValueError, match=r"1 row\(s\) \(line 5\)"):
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
         read_data(path)
 
 
