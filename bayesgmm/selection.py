@@ -25,6 +25,16 @@ grows without bound, so BIC would pick that meaningless spike. Such fits (some e
 some covariance at or below ``collapse_factor * reg_covar``, or a component carrying fewer than
 ``n_features + 1`` points) are flagged ``collapsed`` in the table and never chosen as best - the
 same kind of fit mclust refuses as singular.
+
+Finding the optimum. EM climbs to the nearest local optimum of the likelihood, and with
+scikit-learn's stopping rule (``tol=1e-3`` on the mean log-likelihood) often stops well short of
+it. ``select`` therefore defaults to ``strategy="robust"``: every grid point starts EM from the
+estimator's own initialisation, from mclust's model-based hierarchical clustering
+(:mod:`bayesgmm.hc`), from each one-component split of the fit with one component fewer, and
+(for the constrained types) from the full fit's responsibilities, runs each to ``tol=1e-6`` and
+keeps the best; a fit that still ends below a nested fit of its type is refitted from that one.
+``strategy="fast"`` is the single fit per grid point of the estimator's settings. The table's
+``start`` column says which start won, ``refit_from`` which nested model a fit was refitted from.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -40,13 +51,19 @@ from scipy.special import logsumexp
 from . import density
 from ._compile import LOW_OPT, SizedJit
 from ._validation import check_data
-from .covariance import COVARIANCE_TYPES
+from .covariance import COVARIANCE_TYPES, get_covariance_type
 from .estimator import GaussianMixture, n_parameters
+from .hc import hc
 
 __all__ = ["select", "SelectionTable", "information_criteria", "is_collapsed"]
 
 CRITERIA = ("bic", "aic", "icl")
 CONVENTIONS = ("sklearn", "mclust")
+STRATEGIES = ("robust", "fast")
+#: EM tolerance of the robust strategy's fits unless ``tol`` is given (see :func:`select`).
+ROBUST_TOL = 1e-6
+#: The robust strategy resumes an unconverged fit up to this many times ``max_iter``.
+ROBUST_ROUNDS = 10
 COLUMNS = (
     "n_components",
     "covariance_type",
@@ -59,6 +76,8 @@ COLUMNS = (
     "converged",
     "collapsed",
     "failed",
+    "start",
+    "refit_from",
     "best",
 )
 
@@ -82,17 +101,7 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
     X = check_data(X, n_features=model.n_features_in_)
     n = X.shape[0]
-    # One pass through the shared density code gives both the log-likelihood and the
-    # responsibilities (one compiled function per model shape instead of two).
-    params = model.params_
-    clp = _component_log_prob.pick(n, params.n_components, params.n_features)
-    weighted = np.asarray(clp(X, params)) + np.log(np.asarray(model.weights_))
-    log_px = logsumexp(weighted, axis=1)
-    log_resp = weighted - log_px[:, None]
-    loglik = float(np.sum(log_px))
-    # 0 * log 0 is 0: exp(-inf) * -inf would give NaN, so mask the exact zeros.
-    resp = np.exp(log_resp)
-    entropy = float(-np.sum(np.where(resp > 0, resp * log_resp, 0.0)))
+    loglik, entropy, _ = _scores(model, X)
     p = n_parameters(model.params_.n_components, X.shape[1], model.params_.covariance_type)
     bic = -2.0 * loglik + p * math.log(n)
     aic = -2.0 * loglik + 2.0 * p
@@ -106,6 +115,22 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
         "aic": sign * aic,
         "icl": sign * icl,
     }
+
+
+def _scores(model: GaussianMixture, X: np.ndarray):
+    """``(log-likelihood, entropy, responsibilities (n_samples, K))`` of a fitted model."""
+    # One pass through the shared density code gives both the log-likelihood and the
+    # responsibilities (one compiled function per model shape instead of two).
+    params = model.params_
+    clp = _component_log_prob.pick(X.shape[0], params.n_components, params.n_features)
+    weighted = np.asarray(clp(X, params)) + np.log(np.asarray(model.weights_))
+    log_px = logsumexp(weighted, axis=1)
+    log_resp = weighted - log_px[:, None]
+    loglik = float(np.sum(log_px))
+    # 0 * log 0 is 0: exp(-inf) * -inf would give NaN, so mask the exact zeros.
+    resp = np.exp(log_resp)
+    entropy = float(-np.sum(np.where(resp > 0, resp * log_resp, 0.0)))
+    return loglik, entropy, resp
 
 
 # The shared density function, compiled at optimisation level 0 for small data (one program
@@ -151,7 +176,10 @@ def is_collapsed(model: GaussianMixture, n_samples: int, *, collapse_factor=10.0
 class SelectionTable:
     """Result table of :func:`select`: one row per (n_components, covariance_type).
 
-    Rows are dicts with the keys in ``columns``; ``print(table)`` shows them aligned,
+    Rows are dicts with the keys in ``columns`` (``start``: the start the kept fit came from,
+    e.g. ``'kmeans'``, ``'hc'``, ``'split 2 of K=2'``, ``'full'``; ``refit_from``: the number of
+    components of the nested fit it was refitted from, 0 if none; see :func:`select`);
+    ``print(table)`` shows them aligned,
     ``table["bic"]`` is a column as an array, ``table[i]`` a row, ``table.to_pandas()`` a
     DataFrame (pandas is optional). ``table.models[(k, covariance_type)]`` holds each fitted
     :class:`~bayesgmm.GaussianMixture` (``None`` where the fit failed).
@@ -226,12 +254,14 @@ class SelectionTable:
         better = "lower" if self.convention == "sklearn" else "higher"
         head = (
             f"criterion={self.criterion!r}, convention={self.convention!r} ({better} is better); "
-            "* marks the chosen model, ! a collapsed fit, x a failed fit"
+            "* marks the chosen model, ! a collapsed fit, x a failed fit, r a fit refitted from "
+            "a nested one"
         )
-        cells = [["K", "type", "params", "loglik", "BIC", "AIC", "ICL", "conv", ""]]
+        cells = [["K", "type", "params", "loglik", "BIC", "AIC", "ICL", "conv", "start", ""]]
         for i, r in enumerate(self.rows):
             mark = "*" if i == self.best_index else ("x" if r["failed"] else "")
             mark += "!" if r["collapsed"] and not r["failed"] else ""
+            mark += "r" if r["refit_from"] else ""
             cells.append(
                 [
                     str(r["n_components"]),
@@ -242,13 +272,14 @@ class SelectionTable:
                     f"{r['aic']:.2f}",
                     f"{r['icl']:.2f}",
                     "yes" if r["converged"] else "no",
+                    r["start"],
                     mark,
                 ]
             )
         widths = [max(len(row[j]) for row in cells) for j in range(len(cells[0]))]
         lines = [
             "  ".join(
-                c.rjust(w) if j not in (1, 8) else c.ljust(w)
+                c.rjust(w) if j not in (1, 8, 9) else c.ljust(w)
                 for j, (c, w) in enumerate(zip(row, widths))
             ).rstrip()
             for row in cells
@@ -282,12 +313,31 @@ def _check_grid(n_components, covariance_types):
     return ks, types
 
 
+class _Cell(NamedTuple):
+    """The fit kept for one (n_components, covariance_type): the model, its log-likelihood,
+    responsibilities on the data and collapse flag, which start it came from and the nested
+    model it was refitted from (0: none)."""
+
+    model: GaussianMixture
+    log_likelihood: float
+    resp: np.ndarray
+    collapsed: bool
+    start: str
+    refit_from: int = 0
+
+    @property
+    def rank(self):
+        """Sort key of the fits of one cell: non-collapsed first, then the likelihood."""
+        return (not self.collapsed, self.log_likelihood)
+
+
 def select(
     X,
     n_components=range(1, 10),
     covariance_types=("full", "tied", "diag", "spherical"),
     criterion="bic",
     *,
+    strategy="robust",
     convention="sklearn",
     collapse_factor=10.0,
     random_state=0,
@@ -302,6 +352,46 @@ def select(
     covariance_types : iterable of str, default all four
     criterion : {'bic', 'aic', 'icl'}, default 'bic'
         What chooses the best model.
+    strategy : {'robust', 'fast'}, default 'robust'
+        How hard each grid point looks for the best optimum of the likelihood.
+
+        'fast': one :class:`~bayesgmm.GaussianMixture` fit per grid point, with the
+        estimator's settings (``init_params``, ``n_init``, ``tol`` as given, scikit-learn's
+        defaults otherwise). EM then often stops short of an optimum, or in a poor one, and a
+        model can end below a nested one: Old Faithful's ``tied`` with 3 components stops at
+        log-likelihood -1140.55, below its 2-component fit (-1140.19), on its way to
+        -1126.32, and the grid picks ``full`` with 2 components instead of mclust's answer.
+
+        'robust' (mclust's initialisation and more), for each covariance type with the number
+        of components ``K`` rising, starts EM from
+
+        * the estimator's own initialisation (``init_params``, ``n_init``, ``random_state``);
+        * the partition into ``K`` clusters of mclust's model-based hierarchical clustering
+          (:func:`bayesgmm.hc.hc`, one tree for the whole grid);
+        * the ``K - 1`` component fit of the same type with one component split in two by the
+          hyperplane through its mean across its principal axis, once for each component
+          (when ``K - 1`` is in the grid);
+        * for 'tied', 'diag' and 'spherical', the responsibilities of the 'full' fit with ``K``
+          components (when 'full' is in the grid);
+
+        runs every start to ``tol=1e-6`` (unless ``tol`` is given; scikit-learn's 1e-3 stops
+        EM nats short of slow optima), resuming it for up to 10 times ``max_iter`` iterations,
+        and keeps the fit of highest likelihood that is not collapsed. Then a consistency
+        check: a maximum-likelihood fit whose log-likelihood is below that of a fit of the same
+        type with fewer components (by more than ``n_samples * tol``) is refitted from that
+        nested model (splitting its components one at a time, the best split kept at each
+        step; failing that, duplicating one, which reaches the nested likelihood exactly) and
+        the table's ``refit_from`` names it. The table's ``start`` says which start won.
+
+        Cost: ``K + 2`` EM fits per grid point (``K + 1`` for 'full', one at ``K = 1``),
+        each run to the tighter tolerance, against one fit to ``tol=1e-3`` for 'fast', and
+        one hierarchical clustering of the data (a second or two at 2000 rows). All fits of a
+        grid point reuse the programs its first fit compiles (with the default ``n_init=1``),
+        so where compilation dominates, on small data, the robust grid costs little more.
+        Old Faithful (272 rows) over ``range(1, 10)`` and the four types is 236 EM fits
+        against 36; on 2 shared CPU cores, from a fresh Python process with JAX's persistent
+        compilation cache filled: 30 s against 24 s, and 5.4 s against 0.3 s for a second
+        call in the same process, when nothing is compiled.
     convention : {'sklearn', 'mclust'}, default 'sklearn'
         Sign of the criteria in the table: scikit-learn's (lower is better) or mclust's
         (higher is better, e.g. BIC = ``2 L - p log n``). The choice is the same either way.
@@ -318,7 +408,7 @@ def select(
     table : SelectionTable
         Rows in grid order (components outer, types inner) with ``log_likelihood``, ``bic``,
         ``aic``, ``icl``, ``entropy``, ``n_parameters``, ``converged``, ``collapsed``,
-        ``failed`` and ``best``.
+        ``failed``, ``start``, ``refit_from`` and ``best``.
     best : GaussianMixture
         The fitted model of the best non-collapsed row (ties go to the earlier row).
 
@@ -339,30 +429,22 @@ def select(
         raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
     if "n_components" in fit_kwargs or "covariance_type" in fit_kwargs:
         raise TypeError("pass n_components and covariance_types as select's own arguments")
     X = check_data(X, min_samples=2)
     ks, types = _check_grid(n_components, covariance_types)
-    n = X.shape[0]
+    if strategy == "fast":
+        cells = _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs)
+    else:
+        cells = _RobustSearch(X, collapse_factor, random_state, fit_kwargs).run(ks, types)
     rows, models = [], {}
     for k in ks:
         for ct in types:
+            cell = cells.get((k, ct))
             row = {"n_components": k, "covariance_type": ct}
-            model = None
-            if k <= n:
-                model = GaussianMixture(
-                    k, covariance_type=ct, random_state=random_state, **fit_kwargs
-                )
-                try:
-                    with warnings.catch_warnings():
-                        # Unconverged grid points are reported in the table instead.
-                        warnings.filterwarnings("ignore", message="Best performing init")
-                        model.fit(X)
-                except ValueError as exc:
-                    if "ill-defined empirical covariance" not in str(exc):
-                        raise
-                    model = None
-            if model is None:
+            if cell is None:
                 nan = float("nan")
                 row.update(
                     n_parameters=n_parameters(k, X.shape[1], ct),
@@ -374,17 +456,21 @@ def select(
                     converged=False,
                     collapsed=True,
                     failed=True,
+                    start="",
+                    refit_from=0,
                 )
             else:
-                row.update(information_criteria(model, X, convention))
+                row.update(information_criteria(cell.model, X, convention))
                 row.update(
-                    converged=bool(model.converged_),
-                    collapsed=is_collapsed(model, n, collapse_factor=collapse_factor),
+                    converged=bool(cell.model.converged_),
+                    collapsed=cell.collapsed,
                     failed=False,
+                    start=cell.start,
+                    refit_from=cell.refit_from,
                 )
             row["best"] = False
             rows.append({c: row[c] for c in COLUMNS})
-            models[(k, ct)] = model
+            models[(k, ct)] = None if cell is None else cell.model
     score = np.array([r[criterion] for r in rows], dtype=float)
     if convention == "mclust":
         score = -score
@@ -399,3 +485,220 @@ def select(
     table = SelectionTable(rows, criterion, convention, best_index, models)
     best = rows[best_index]
     return table, models[(best["n_components"], best["covariance_type"])]
+
+
+def _fit_failed(exc: ValueError) -> bool:
+    return "ill-defined empirical covariance" in str(exc)
+
+
+def _cell(model, X, collapse_factor, start) -> _Cell:
+    loglik, _, resp = _scores(model, X)
+    collapsed = is_collapsed(model, X.shape[0], collapse_factor=collapse_factor)
+    return _Cell(model, loglik if np.isfinite(loglik) else -np.inf, resp, collapsed, start)
+
+
+def _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs):
+    """One fit per grid point with the estimator's settings (``strategy='fast'``)."""
+    start = fit_kwargs.get("init_params", "kmeans")
+    cells = {}
+    for k in ks:
+        for ct in types:
+            if k > X.shape[0]:
+                continue
+            model = GaussianMixture(k, covariance_type=ct, random_state=random_state, **fit_kwargs)
+            try:
+                with warnings.catch_warnings():
+                    # Unconverged grid points are reported in the table instead.
+                    warnings.filterwarnings("ignore", message="Best performing init")
+                    model.fit(X)
+            except ValueError as exc:
+                if not _fit_failed(exc):
+                    raise
+                continue
+            cells[(k, ct)] = _cell(model, X, collapse_factor, start)
+    return cells
+
+
+class _RobustSearch:
+    """``strategy='robust'`` of :func:`select` (see its docstring): every start of every grid
+    point, the best kept, then the consistency check against nested fits."""
+
+    def __init__(self, X, collapse_factor, random_state, fit_kwargs):
+        self.X = X
+        self.collapse_factor = collapse_factor
+        self.random_state = random_state
+        self.settings = {"tol": ROBUST_TOL, **fit_kwargs}
+        self.max_iter = int(self.settings.get("max_iter", 100))
+        self.init_name = self.settings.get("init_params", "kmeans")
+        # A fit below a nested one by less than the convergence tolerance allows is no
+        # inconsistency (the objective is the mean log-likelihood, hence the n_samples).
+        self.margin = X.shape[0] * float(self.settings["tol"])
+        # Under a prior EM maximises the posterior, whose likelihood may fall with K.
+        self.check_nested = self.settings.get("prior") is None
+        self._tree = None
+
+    def run(self, ks, types):
+        cells = {}
+        # 'full' first: the constrained types start from its responsibilities at the same K.
+        ordered = sorted(types, key=lambda t: t != "full")
+        for k in sorted(set(ks)):
+            if k > self.X.shape[0]:
+                continue
+            for ct in ordered:
+                starts = self._starts(k, ct, cells)
+                cell = self._best(k, ct, starts)
+                if self.check_nested:
+                    cell = self._consistent(k, ct, cell, cells)
+                if cell is not None:
+                    cells[(k, ct)] = cell
+        return cells
+
+    # --- starts ---------------------------------------------------------------------------
+    def _tree_labels(self, k):
+        if self._tree is None:
+            self._tree = hc(self.X)
+        if k > len(self._tree.rows):
+            return None
+        return self._tree.labels(k)
+
+    def _starts(self, k, ct, cells):
+        """``[(name, resp or None)]``: None is the estimator's own initialisation."""
+        starts = [(self.init_name, None)]
+        if k > 1:
+            labels = self._tree_labels(k)
+            if labels is not None:
+                starts.append(("hc", np.eye(k, dtype=self.X.dtype)[labels]))
+            previous = cells.get((k - 1, ct))
+            if previous is not None:
+                for c in range(k - 1):
+                    resp = _split_resp(self.X, previous.resp, c)
+                    if resp is not None:
+                        starts.append((f"split {c + 1} of K={k - 1}", resp))
+        full = cells.get((k, "full"))
+        if k > 1 and ct != "full" and full is not None and not full.collapsed:
+            starts.append(("full", full.resp))
+        return starts
+
+    # --- fitting --------------------------------------------------------------------------
+    def _fit(self, k, ct, resp=None, init=None):
+        """One EM fit from a start (responsibilities, given parameters, or the estimator's
+        initialisation), resumed until converged or ``ROBUST_ROUNDS`` times ``max_iter``
+        iterations; None when it failed."""
+        kwargs = {**self.settings, **(init or {}), "warm_start": False}
+        model = GaussianMixture(k, covariance_type=ct, random_state=self.random_state, **kwargs)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Best performing init")
+                model._fit(self.X, resp_init=resp)
+                n_iter, bounds = model.n_iter_, [model.lower_bounds_]
+                # A warm start continues from the fitted parameters (one run, the same
+                # compiled EM program), measuring the first change from the last objective.
+                model.warm_start = True
+                for _ in range(ROBUST_ROUNDS - 1):
+                    if model.converged_ or self.max_iter == 0:
+                        break
+                    model._fit(self.X)
+                    n_iter += model.n_iter_
+                    bounds.append(model.lower_bounds_)
+                model.warm_start = False
+        except ValueError as exc:
+            if not _fit_failed(exc):
+                raise
+            return None
+        model.n_iter_ = n_iter
+        model.lower_bounds_ = np.concatenate(bounds)
+        return model
+
+    def _best(self, k, ct, starts):
+        best = None
+        for name, resp in starts:
+            model = self._fit(k, ct, resp)
+            if model is None:
+                continue
+            cell = _cell(model, self.X, self.collapse_factor, name)
+            if best is None or cell.rank > best.rank:
+                best = cell
+        return best
+
+    # --- the consistency check ------------------------------------------------------------
+    def _consistent(self, k, ct, cell, cells):
+        nested = [
+            c
+            for (j, t), c in cells.items()
+            if t == ct and j < k and not c.collapsed and np.isfinite(c.log_likelihood)
+        ]
+        if cell is None or cell.collapsed or not nested:
+            return cell
+        base = max(nested, key=lambda c: c.log_likelihood)
+        if cell.log_likelihood >= base.log_likelihood - self.margin:
+            return cell
+        refit = self._refit(k, ct, base)
+        if refit is None or refit.rank <= cell.rank:
+            return cell
+        return refit._replace(refit_from=base.model.n_components)
+
+    def _refit(self, k, ct, base):
+        """A ``k``-component fit from the nested ``base``: components split one at a time
+        (each split of the current fit tried, the best kept); if that ends below ``base``,
+        ``base`` with its heaviest component duplicated until it has ``k`` (a fixed point of
+        EM at exactly ``base``'s likelihood)."""
+        current = base
+        while current is not None and current.model.n_components < k:
+            j = current.model.n_components
+            tried = []
+            for c in range(j):
+                resp = _split_resp(self.X, current.resp, c)
+                if resp is None:
+                    continue
+                model = self._fit(j + 1, ct, resp)
+                if model is not None:
+                    start = f"refit: split {c + 1} of K={j}"
+                    tried.append(_cell(model, self.X, self.collapse_factor, start))
+            usable = [c for c in tried if not c.collapsed]
+            current = max(usable, key=lambda c: c.log_likelihood) if usable else None
+        if current is not None and current.log_likelihood >= base.log_likelihood - self.margin:
+            return current
+        weights, means = base.model.weights_, base.model.means_
+        precisions = base.model.precisions_
+        ctype = get_covariance_type(ct)
+        while len(weights) < k:
+            weights, means, precisions = _duplicate(ctype, weights, means, precisions)
+        init = {"weights_init": weights, "means_init": means, "precisions_init": precisions}
+        model = self._fit(k, ct, init=init)
+        if model is None:
+            return None
+        start = f"refit: copy of K={base.model.n_components}"
+        return _cell(model, self.X, self.collapse_factor, start)
+
+
+def _split_resp(X, resp, c):
+    """Responsibilities with component ``c`` cut in two by the hyperplane through its
+    (responsibility-weighted) mean across its principal axis; None when the component carries
+    less than two points."""
+    r = resp[:, c]
+    total = float(np.sum(r))
+    if total < 2.0:
+        return None
+    centre = r @ X / total
+    dev = X - centre
+    scatter = (dev * r[:, None]).T @ dev
+    axis = np.linalg.eigh(scatter)[1][:, -1]
+    side = (dev @ axis) > 0
+    if not side.any() or side.all():
+        return None
+    out = np.column_stack([resp, r * ~side]).astype(X.dtype)
+    out[:, c] = r * side
+    return out
+
+
+def _duplicate(ctype, weights, means, precisions):
+    """The mixture with its heaviest component in two equal halves (same mean and covariance):
+    the same density, one more component."""
+    c = int(np.argmax(weights))
+    weights = np.append(weights, weights[c] / 2.0)
+    weights[c] /= 2.0
+    means = np.concatenate([means, means[c : c + 1]])
+    if "component" in ctype.dims:  # tied's one matrix is shared by the new component
+        axis = ctype.dims.index("component")
+        precisions = np.concatenate([precisions, np.take(precisions, [c], axis=axis)], axis)
+    return weights, means, precisions

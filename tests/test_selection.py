@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bayesgmm import GaussianMixture, select
+from bayesgmm import GaussianMixture, datasets, select
 from bayesgmm.selection import information_criteria, is_collapsed
 
 # The compile of one EM shape dominates these tests, so the grids stay small and k-means++
@@ -146,9 +146,133 @@ def test_table_printing_pandas_and_columns(diag_data):
         ({"n_components": []}, ValueError, "n_components"),
         ({"covariance_types": ["round"]}, ValueError, "covariance_types"),
         ({"covariance_type": "full"}, TypeError, "covariance_types"),
+        ({"strategy": "thorough"}, ValueError, r"strategy must be one of \('robust', 'fast'\)"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
     X = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(exc, match=match):
         select(X, **kwargs)
+
+
+# --- strategy="robust" (the default) ----------------------------------------------------------
+
+
+def _reference():
+    """scripts/select_reference.py: scikit-learn's brute-force search, loaded as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "select_reference.py"
+    spec = importlib.util.spec_from_file_location("select_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_faithful_robust_finds_mclusts_model_where_fast_does_not():
+    # One test (not several sharing a fixture): xdist would run the grid on both workers.
+    X = datasets.faithful()
+    n = len(X)
+    robust, best = select(X, n_components=range(1, 10))
+    fast, fast_best = select(X, n_components=range(1, 10), strategy="fast")
+
+    # mclust's Mclust(faithful): EEE (our 'tied'), 3 components, log-likelihood -1126.326,
+    # BIC 2314.316 (scikit-learn's sign). mclust stops at a relative tolerance of 1e-5, about
+    # 0.01 below the optimum (-1126.316 at tol=1e-8), hence 0.05 on the log-likelihood and
+    # 0.1 (twice that) on the BIC.
+    assert (best.n_components, best.covariance_type) == (3, "tied")
+    assert robust.best["log_likelihood"] == pytest.approx(-1126.33, abs=0.05)
+    assert robust.best["bic"] == pytest.approx(2314.316, abs=0.1)
+    assert best.bic(X) == pytest.approx(robust.best["bic"], rel=1e-12)
+
+    # The issue's numbers for the fast strategy: one k-means start per cell to tol=1e-3 picks
+    # full/2 (BIC 2322.19); its tied/3 ends at -1140.55, below its own tied/2 (-1140.19).
+    assert (fast_best.n_components, fast_best.covariance_type) == (2, "full")
+    assert fast.best["bic"] == pytest.approx(2322.19, abs=0.01)
+    rows = {(r["n_components"], r["covariance_type"]): r for r in fast}
+    assert rows[(3, "tied")]["log_likelihood"] == pytest.approx(-1140.55, abs=0.01)
+    assert rows[(2, "tied")]["log_likelihood"] == pytest.approx(-1140.19, abs=0.01)
+    assert set(fast["start"].tolist()) == {"kmeans"} and not fast["refit_from"].any()
+
+    for j, ct in enumerate(robust.covariance_types):
+        loglik = robust.pivot("log_likelihood")[:, j]
+        # A model with more components is never below a nested one of its type (by more than
+        # the convergence tolerance, n * 1e-6).
+        assert np.all(loglik[1:] >= np.maximum.accumulate(loglik)[:-1] - n * 1e-6), ct
+    # The robust search includes the fast one's start, run further: never worse.
+    for r, f in zip(robust, fast):
+        assert (r["n_components"], r["covariance_type"]) == (
+            f["n_components"],
+            f["covariance_type"],
+        )
+        assert r["log_likelihood"] >= f["log_likelihood"] - 1e-9
+    starts = set(robust["start"].tolist())
+    assert {"kmeans", "hc", "full"} <= starts and any(s.startswith("split") for s in starts)
+    # K = 1 has only the estimator's own start: the same optimum in both.
+    np.testing.assert_allclose(robust["log_likelihood"][:4], fast["log_likelihood"][:4], rtol=1e-6)
+
+
+def _only_the_estimators_start(monkeypatch):
+    from bayesgmm import selection
+
+    monkeypatch.setattr(
+        selection._RobustSearch, "_starts", lambda self, k, ct, cells: [(self.init_name, None)]
+    )
+
+
+def test_fit_below_a_nested_one_is_refitted_from_it(monkeypatch):
+    # With only the k-means start and scikit-learn's tol=1e-3, Old Faithful's tied/3 stops at
+    # -1140.55, below tied/2 (-1140.19) by more than the tolerance allows (272 * 1e-3): the
+    # check refits it by splitting a component of tied/2 and says so.
+    _only_the_estimators_start(monkeypatch)
+    X = datasets.faithful()
+    table, _ = select(X, n_components=[2, 3], covariance_types=["tied"], tol=1e-3)
+    k2, k3 = table[0], table[1]
+    assert k2["refit_from"] == 0 and k3["refit_from"] == 2
+    assert k3["start"].startswith("refit: split") and "r" in str(table).splitlines()[-1]
+    assert k3["log_likelihood"] > -1140.55 + 0.1
+    assert k3["log_likelihood"] >= k2["log_likelihood"] - len(X) * 1e-3
+
+
+def test_refit_falls_back_to_a_duplicated_component(monkeypatch):
+    # When no split helps (none is offered here), the nested model with its heaviest
+    # component halved in two identical copies is a fixed point of EM at exactly the nested
+    # likelihood; its BIC is worse (more parameters), so it is never chosen.
+    from bayesgmm import selection
+
+    _only_the_estimators_start(monkeypatch)
+    monkeypatch.setattr(selection, "_split_resp", lambda X, resp, c: None)
+    X = datasets.faithful()
+    table, best = select(X, n_components=[2, 3], covariance_types=["tied"], tol=1e-3)
+    k2, k3 = table[0], table[1]
+    assert k3["refit_from"] == 2 and k3["start"] == "refit: copy of K=2"
+    assert k3["log_likelihood"] == pytest.approx(k2["log_likelihood"], abs=1e-6)
+    assert best.n_components == 2 and k3["bic"] > k2["bic"]
+    means = table.models[(3, "tied")].means_
+    assert min(np.abs(means[a] - means[b]).max() for a, b in [(0, 1), (0, 2), (1, 2)]) < 1e-6
+
+
+# Real data sets that scikit-learn ships, with grids kept small (each grid point compiles its
+# own EM program): the grid must hold the winning cell and its neighbours in K.
+REAL_DATA = {
+    "iris": ([1, 2, 3], ["full", "tied"]),
+    "wine": ([3, 4, 5], ["tied", "diag"]),
+    "breast_cancer_shape": ([1, 2, 3], ["full", "tied"]),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_DATA))
+def test_real_data_best_bic_equals_brute_force(name):
+    ref = _reference()
+    X = ref.DATASETS[name]()
+    ks, types = REAL_DATA[name]
+    # 4 scikit-learn inits x 5 seeds per cell, degenerate fits dropped, the best 3 polished to
+    # tol=1e-8.
+    reference = ref.sklearn_reference(X, ks, types, seeds=range(5))
+    (k_ref, ct_ref), (loglik_ref, bic_ref) = ref.best_cell(reference)
+    table, best = select(X, n_components=ks, covariance_types=types)
+    # Same cell and the same BIC to 0.02: select stops when the mean log-likelihood changes by
+    # less than 1e-6 per iteration, at most ~0.01 nats short of the optimum at these sizes.
+    assert (best.n_components, best.covariance_type) == (k_ref, ct_ref)
+    assert table.best["bic"] == pytest.approx(bic_ref, abs=0.02)
