@@ -142,6 +142,22 @@ def test_select_table_plot_and_best_model(files, X, capsys, tmp_path):
     np.testing.assert_array_equal(load(best_path).means_, best.means_)
 
 
+def test_select_strategy_option(capsys, tmp_path):
+    from bayesgmm import datasets
+
+    # Old Faithful's tied/3: one k-means start to tol=1e-3 stops at -1140.55, the robust search
+    # reaches -1126.32 (see tests/test_selection.py).
+    path = tmp_path / "faithful.csv"
+    np.savetxt(path, datasets.faithful(), delimiter=",", header="eruptions,waiting", comments="")
+    grid = ("--k", "2-3", "--covariance-type", "tied")
+    code, fast, _ = run(capsys, "select", path, *grid, "--strategy", "fast")
+    assert code == 0 and "-1140.55" in fast and "-1126.32" not in fast
+    code, robust, _ = run(capsys, "select", path, *grid)  # robust is the default
+    assert code == 0 and "-1126.32" in robust
+    code, _, err = run(capsys, "select", path, "--strategy", "slow")
+    assert code != 0 and "--strategy" in err
+
+
 def test_posterior_sample_predict_diagnose(X, capsys, tmp_path):
     post = make_posterior(X, "full", n_chains=2, n_draws=20)
     path = tmp_path / "post.nc"
