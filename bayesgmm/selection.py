@@ -50,6 +50,7 @@ from scipy.special import logsumexp
 
 from . import density
 from ._compile import LOW_OPT, SizedJit
+from ._random import as_key
 from ._validation import check_data
 from .covariance import COVARIANCE_TYPES, get_covariance_type
 from .estimator import GaussianMixture, n_parameters
@@ -365,7 +366,9 @@ def select(
         'robust' (mclust's initialisation and more), for each covariance type with the number
         of components ``K`` rising, starts EM from
 
-        * the estimator's own initialisation (``init_params``, ``n_init``, ``random_state``);
+        * the estimator's own initialisation (``init_params``, ``random_state``), with
+          ``n_init`` above 1 as that many starts of their own (independent keys split from
+          ``random_state``);
         * the partition into ``K`` clusters of mclust's model-based hierarchical clustering
           (:func:`bayesgmm.hc.hc`, one tree for the whole grid);
         * the ``K - 1`` component fit of the same type with one component split in two by the
@@ -383,15 +386,15 @@ def select(
         step; failing that, duplicating one, which reaches the nested likelihood exactly) and
         the table's ``refit_from`` names it. The table's ``start`` says which start won.
 
-        Cost: ``K + 2`` EM fits per grid point (``K + 1`` for 'full', one at ``K = 1``),
-        each run to the tighter tolerance, against one fit to ``tol=1e-3`` for 'fast', and
-        one hierarchical clustering of the data (a second or two at 2000 rows). All fits of a
-        grid point reuse the programs its first fit compiles (with the default ``n_init=1``),
-        so where compilation dominates, on small data, the robust grid costs little more.
-        Old Faithful (272 rows) over ``range(1, 10)`` and the four types is 236 EM fits
-        against 36; on 2 shared CPU cores, from a fresh Python process with JAX's persistent
-        compilation cache filled: 30 s against 24 s, and 5.4 s against 0.3 s for a second
-        call in the same process, when nothing is compiled.
+        Cost: ``K + 1 + n_init`` EM fits per grid point (``K + n_init`` for 'full',
+        ``n_init`` at ``K = 1``), each run to the tighter tolerance, against one fit of
+        ``n_init`` restarts to ``tol=1e-3`` for 'fast', and one hierarchical clustering of the
+        data (a second or two at 2000 rows). Every fit of a grid point runs alone and reuses
+        the programs its first fit compiles, so where compilation dominates, on small data,
+        the robust grid costs little more. Old Faithful (272 rows) over ``range(1, 10)`` and
+        the four types is 236 EM fits against 36; on 2 shared CPU cores, from a fresh Python
+        process with JAX's persistent compilation cache filled: 30 s against 24 s, and 5.4 s
+        against 0.3 s for a second call in the same process, when nothing is compiled.
     convention : {'sklearn', 'mclust'}, default 'sklearn'
         Sign of the criteria in the table: scikit-learn's (lower is better) or mclust's
         (higher is better, e.g. BIC = ``2 L - p log n``). The choice is the same either way.
@@ -529,7 +532,17 @@ class _RobustSearch:
         self.random_state = random_state
         self.settings = {"tol": ROBUST_TOL, **fit_kwargs}
         self.max_iter = int(self.settings.get("max_iter", 100))
-        self.init_name = self.settings.get("init_params", "kmeans")
+        name = self.settings.get("init_params", "kmeans")
+        # The estimator's restarts become starts of their own (n_init=1 each, so that every
+        # fit of a grid point runs the one compiled EM program, and each restart is judged by
+        # the collapse rule); n_init=1 keeps random_state itself, the start 'fast' makes.
+        n_init = self.settings.pop("n_init", 1)
+        if isinstance(n_init, numbers.Integral) and not isinstance(n_init, bool) and n_init > 1:
+            keys = jax.random.split(as_key(random_state), int(n_init))
+            self.init_starts = [(f"{name} {i + 1}/{n_init}", key) for i, key in enumerate(keys)]
+        else:
+            self.settings["n_init"] = n_init  # 1, or a bad value the estimator reports
+            self.init_starts = [(name, random_state)]
         # A fit below a nested one by less than the convergence tolerance allows is no
         # inconsistency (the objective is the mean log-likelihood, hence the n_samples).
         self.margin = X.shape[0] * float(self.settings["tol"])
@@ -562,8 +575,9 @@ class _RobustSearch:
         return self._tree.labels(k)
 
     def _starts(self, k, ct, cells):
-        """``[(name, resp or None)]``: None is the estimator's own initialisation."""
-        starts = [(self.init_name, None)]
+        """``[(name, resp or random_state)]``: responsibilities to start from, or the random
+        state of the estimator's own initialisation."""
+        starts = list(self.init_starts)
         if k > 1:
             labels = self._tree_labels(k)
             if labels is not None:
@@ -580,12 +594,13 @@ class _RobustSearch:
         return starts
 
     # --- fitting --------------------------------------------------------------------------
-    def _fit(self, k, ct, resp=None, init=None):
+    def _fit(self, k, ct, resp=None, init=None, random_state=None):
         """One EM fit from a start (responsibilities, given parameters, or the estimator's
-        initialisation), resumed until converged or ``ROBUST_ROUNDS`` times ``max_iter``
-        iterations; None when it failed."""
+        initialisation from ``random_state``), resumed until converged or ``ROBUST_ROUNDS``
+        times ``max_iter`` iterations; None when it failed."""
         kwargs = {**self.settings, **(init or {}), "warm_start": False}
-        model = GaussianMixture(k, covariance_type=ct, random_state=self.random_state, **kwargs)
+        seed = self.random_state if random_state is None else random_state
+        model = GaussianMixture(k, covariance_type=ct, random_state=seed, **kwargs)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Best performing init")
@@ -611,8 +626,11 @@ class _RobustSearch:
 
     def _best(self, k, ct, starts):
         best = None
-        for name, resp in starts:
-            model = self._fit(k, ct, resp)
+        for name, start in starts:
+            if isinstance(start, np.ndarray):
+                model = self._fit(k, ct, resp=start)
+            else:
+                model = self._fit(k, ct, random_state=start)
             if model is None:
                 continue
             cell = _cell(model, self.X, self.collapse_factor, name)

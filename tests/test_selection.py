@@ -213,11 +213,25 @@ def test_faithful_robust_finds_mclusts_model_where_fast_does_not():
     np.testing.assert_allclose(robust["log_likelihood"][:4], fast["log_likelihood"][:4], rtol=1e-6)
 
 
+def test_robust_runs_each_restart_as_a_start_of_its_own(diag_data):
+    # n_init=3: three k-means++ starts of one fit each, so that every fit of a grid point
+    # runs the same compiled EM program (one restart) and each restart meets the collapse
+    # rule on its own.
+    from bayesgmm import em
+
+    program = em._em_program.pick(len(diag_data), 2, 2)
+    before = program._cache_size()
+    table, best = select(diag_data, n_components=[2], covariance_types=["diag", "spherical"], **FIT)
+    assert program._cache_size() - before <= 2  # one program per grid point at most
+    assert table[0]["start"] in {"k-means++ 1/3", "k-means++ 2/3", "k-means++ 3/3", "hc"}
+    assert best.n_init == 1 and best.n_components == 2
+
+
 def _only_the_estimators_start(monkeypatch):
     from bayesgmm import selection
 
     monkeypatch.setattr(
-        selection._RobustSearch, "_starts", lambda self, k, ct, cells: [(self.init_name, None)]
+        selection._RobustSearch, "_starts", lambda self, k, ct, cells: list(self.init_starts)
     )
 
 
