@@ -555,7 +555,7 @@ def _cmd_demo(args) -> int:
     with step(f"choosing the number of components and covariance type by BIC ({n_fits} EM fits)"):
         # Random starts from the data compile fastest; three of them run together (vmap). The
         # demo's clusters are well apart, so one fit per grid point finds them ('fast'); the
-        # robust search would compile a second EM program per grid point for its extra starts.
+        # robust search's extra starts (select's docstring) would only add EM runs here.
         table, best = _select(
             X,
             ks,
