@@ -267,6 +267,28 @@ def test_refit_falls_back_to_a_duplicated_component(monkeypatch):
     assert min(np.abs(means[a] - means[b]).max() for a, b in [(0, 1), (0, 2), (1, 2)]) < 1e-6
 
 
+def test_duplicating_a_component_keeps_the_density(covariance_type):
+    # The fallback's start for every type: the heaviest component in two halves (tied's one
+    # matrix shared), the same density with one more component.
+    from bayesgmm.covariance import get_covariance_type
+    from bayesgmm.selection import _duplicate
+
+    X = datasets.faithful()
+    gm = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+    ct = get_covariance_type(covariance_type)
+    w, m, prec = _duplicate(ct, gm.weights_, gm.means_, gm.precisions_)
+    assert w.shape == (3,) and w.sum() == pytest.approx(1.0, abs=1e-15)
+    start = GaussianMixture(
+        3,
+        covariance_type=covariance_type,
+        weights_init=w,
+        means_init=m,
+        precisions_init=prec,
+        max_iter=0,
+    ).fit(X)
+    np.testing.assert_allclose(start.score_samples(X), gm.score_samples(X), rtol=1e-10)
+
+
 # Real data sets that scikit-learn ships, with grids kept small (each grid point compiles its
 # own EM program): the grid must hold the winning cell and its neighbours in K.
 REAL_DATA = {
