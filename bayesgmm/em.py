@@ -690,7 +690,7 @@ def _prepare(
     covariances_init,
     params_init,
     lower_bound_init,
-    resp_init,
+    resp_init=None,
 ):
     X = jnp.asarray(X)
     dtype = X.dtype
