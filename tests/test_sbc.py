@@ -1,7 +1,7 @@
 """Simulation-based calibration of fit_posterior, reduced to run in the test suite.
 
 The full study is ``scripts/sbc.py`` (500 simulations per covariance type; figures and
-statistics in docs/sbc/). Here, for every covariance type: 40 simulations of 50 points from
+statistics in docs/sbc/). Here, for every covariance type: 30 simulations of 50 points from
 the same fixed 2-D, two-component prior (``sbc.sbc_prior``), one chain of 100 warm-up and 100
 draws thinned by 5 (L = 20 draws, ranks 0..20 in 3 bins of 7).
 
@@ -9,7 +9,7 @@ Uniformity: chi-square on 3 bins (df 2) per label-invariant quantity; rejected b
 p = 0.001. With 7 to 11 quantities per type and 35 in all, the chance of a false alarm
 under a calibrated sampler is below 1 - 0.999**35 = 3.5% for an arbitrary seed; the seed is
 fixed, so the outcome is deterministic and was seen to pass. A negative control shows the
-test has power: the first 20 of the same data sets fitted under a wrong prior
+test has power: the first 15 of the same data sets fitted under a wrong prior
 (``sbc.wrong_prior``: means pulled by +3 with strength 1) must be rejected for some quantity.
 """
 
@@ -27,7 +27,7 @@ sbc = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sbc)
 
 SETTINGS = dict(n_data=50, num_warmup=100, num_samples=100, thin=5, verbose=False, seed=1)
-N_SIMS, N_CONTROL = 40, 20
+N_SIMS, N_CONTROL = 30, 15
 N_BINS = 3
 THRESHOLD = 1e-3
 

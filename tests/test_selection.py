@@ -172,10 +172,12 @@ def _reference():
 
 def test_faithful_robust_finds_mclusts_model_where_fast_does_not():
     # One test (not several sharing a fixture): xdist would run the grid on both workers.
+    # K = 1..5, not the 1..9: the larger K never win here (see the README's select
+    # paragraph for the whole grid) and the suite's time budget is short.
     X = datasets.faithful()
     n = len(X)
-    robust, best = select(X, n_components=range(1, 10))
-    fast, fast_best = select(X, n_components=range(1, 10), strategy="fast")
+    robust, best = select(X, n_components=range(1, 6))
+    fast, fast_best = select(X, n_components=range(1, 6), strategy="fast")
 
     # mclust's Mclust(faithful): EEE (our 'tied'), 3 components, log-likelihood -1126.326,
     # BIC 2314.316 (scikit-learn's sign). mclust stops at a relative tolerance of 1e-5, about
