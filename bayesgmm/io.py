@@ -508,8 +508,8 @@ def _sniff(path: Path):
     sample, first = [], None
     with open(path, newline="", encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
+            line = line.rstrip("\r\n").split("#", 1)[0]  # '#' starts a comment
+            if not line.strip():
                 continue
             first = number if first is None else first
             sample.append(line)
@@ -586,7 +586,8 @@ def _read_csv(path: Path, delimiter: str):
     lines = _file_lines(path)
     rows, line_numbers = [], []
     for number in _data_lines(lines):
-        rows.append(_split(lines[number - 1], delimiter))
+        # '#' starts a comment anywhere on a line, as in the fast reader (np.loadtxt's comments).
+        rows.append(_split(lines[number - 1].split("#", 1)[0], delimiter))
         line_numbers.append(number)
     if not rows:
         raise ValueError(f"{path} holds no data rows")
@@ -640,7 +641,7 @@ def read_data(path, *, columns=None, drop_nan: bool = False):
     ----------
     path : path-like
         Delimited text (the delimiter is sniffed among ``, ; tab | space``; a first row with any
-        non-numeric field is a header; ``#`` lines are skipped; empty, ``NA`` and ``nan`` fields
+        non-numeric field is a header; ``#`` starts a comment; empty, ``NA`` and ``nan`` fields
         are missing), ``.npy`` (a 2-D array; 1-D is one feature) or ``.npz`` (the array ``X``,
         or its only array).
     columns : str or sequence, optional

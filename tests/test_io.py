@@ -274,6 +274,7 @@ CSV_CASES = {
     "nan and inf": "a,b\n1,nan\n2,3\ninf,4\n",
     "missing values": "a|b\n1|\n2|3\nNA|4\n",
     "one column": "v\n1\n2\n",
+    "inline comments": "a,b  # the header\n1,2 # first\n3,4\n",
     "pipes, header only numbers after": "p|q|r\n1|2|3\n",
 }
 
