@@ -12,7 +12,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # kmeans_fit's program, "Segmentation fault" in EM's), on programs that compile and run
 # correctly; no cache write, no serialize, no crash. The keys are hashes of the compiled
 # program, so a warm cache never serves a stale entry.
-if os.environ.get("BAYESGMM_TEST_JAX_CACHE") == "1":
+# The command line keeps its own cache (cli._enable_compile_cache), switched on for the whole
+# process by tests that call cli.main in-process; it is off here too unless asked for.
+if os.environ.get("BAYESGMM_TEST_JAX_CACHE") != "1":
+    os.environ.setdefault("BAYESGMM_JAX_CACHE", "0")
+else:
     os.environ.setdefault(
         "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".jax_cache")
     )
