@@ -508,7 +508,7 @@ def _sniff(path: Path):
     sample, first = [], None
     with open(path, newline="", encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n").split("#", 1)[0]  # '#' starts a comment
+            line = _without_comment(line.rstrip("\r\n"))
             if not line.strip():
                 continue
             first = number if first is None else first
@@ -533,13 +533,15 @@ def _sniff(path: Path):
     return delimiter, first, None if first is None else _split(sample[0], delimiter)
 
 
+def _without_comment(line: str) -> str:
+    """The line up to its first ``#`` (a comment starts there, as for ``np.loadtxt``)."""
+    return line.split("#", 1)[0]
+
+
 def _data_lines(lines):
-    """File line numbers (1-based) of the lines that hold data: not blank, not ``#``."""
-    return [
-        number
-        for number, line in enumerate(lines, start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    """File line numbers (1-based) of the lines that hold data: not blank once the comment
+    is cut."""
+    return [number for number, line in enumerate(lines, start=1) if _without_comment(line).strip()]
 
 
 def _split(line: str, delimiter: str):
@@ -586,8 +588,7 @@ def _read_csv(path: Path, delimiter: str):
     lines = _file_lines(path)
     rows, line_numbers = [], []
     for number in _data_lines(lines):
-        # '#' starts a comment anywhere on a line, as in the fast reader (np.loadtxt's comments).
-        rows.append(_split(lines[number - 1].split("#", 1)[0], delimiter))
+        rows.append(_split(_without_comment(lines[number - 1]), delimiter))
         line_numbers.append(number)
     if not rows:
         raise ValueError(f"{path} holds no data rows")
