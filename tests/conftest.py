@@ -59,3 +59,25 @@ def em_kernels(request, monkeypatch):
     else:
         monkeypatch.setattr(em, "use_expanded", lambda dtype, *shape: False)
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs and open figures after every test module.
+
+    Each worker keeps every program it compiled (one per function, shape and dtype) for the
+    whole run: measured on the 2-core machine, a worker's resident memory grew by about
+    7 MB/s, to 4.4 GB after 10 of 23 minutes, and CI lost a worker ("node down: Not properly
+    terminated") late in the run. Tests within one module share shapes, so clearing between
+    modules costs few recompilations.
+    """
+    yield
+    import gc
+    import sys
+
+    import jax
+
+    jax.clear_caches()
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+    gc.collect()
