@@ -147,13 +147,15 @@ def test_map_m_step_is_the_exact_mode(X, covariance_type):
             Xj, jnp.asarray(resp), prior, {s: transforms[s](v[s]) for s in SITE_NAMES}, ct
         )
 
-    grad = np.asarray(jax.grad(q)(u0))
+    # Jitted: op by op, grad and vmap of Q compiled hundreds of small programs (51 s for
+    # 'full' on the 2-core machine).
+    grad = np.asarray(jax.jit(jax.grad(q))(u0))
     # Q is ~1e2 and curved ~1e1-1e2 per unit; a wrong formula (e.g. a dof offset of one)
     # gives gradients of order 1.
     assert np.max(np.abs(grad)) < 1e-8, grad
     dirs = rng.normal(size=(100, u0.size))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    vals = np.asarray(jax.vmap(q)(np.concatenate([u0[None], u0 + 1e-3 * dirs])))
+    vals = np.asarray(jax.jit(jax.vmap(q))(np.concatenate([u0[None], u0 + 1e-3 * dirs])))
     assert np.all(vals[1:] < vals[0])
 
 
