@@ -160,11 +160,12 @@ def to_inference_data(post, *, posterior_predictive=False, log_likelihood=True, 
         if k in post.settings:
             v = post.settings[k]
             attrs[f"bayesgmm_{k}"] = int(v) if isinstance(v, bool) else v
-    est = post.map_estimator
-    if est is not None and hasattr(est, "lower_bound_"):
-        attrs["bayesgmm_map_lower_bound"] = float(est.lower_bound_)
-        attrs["bayesgmm_map_n_iter"] = int(est.n_iter_)
-        attrs["bayesgmm_map_converged"] = int(est.converged_)
+    d = post.map_diagnostics
+    if d:
+        attrs["bayesgmm_map_lower_bound"] = float(d["lower_bound"])
+        attrs["bayesgmm_map_n_iter"] = int(d["n_iter"])
+        attrs["bayesgmm_map_converged"] = int(d["converged"])
+        attrs["bayesgmm_map_n_init"] = int(d.get("n_init", 1))
     for group in idata.groups():
         getattr(idata, group).attrs.update(attrs)
     return idata
@@ -189,9 +190,9 @@ def read_inference_data(idata):
     -------
     parts : dict
         ``draws`` (GMMParams with leading (chain, draw) axes), ``X``, ``prior``,
-        ``map_params``, ``map_info`` (the MAP-EM run's ``lower_bound``, ``n_iter`` and
-        ``converged``, or an empty dict), ``sample_stats``, ``relabeled``,
-        ``feature_names`` and ``settings``.
+        ``map_params``, ``map_info`` (the MAP-EM run's ``lower_bound``, ``n_iter``,
+        ``converged`` and, in newer files, ``n_init``; or an empty dict),
+        ``sample_stats``, ``relabeled``, ``feature_names`` and ``settings``.
 
     Raises
     ------
@@ -259,6 +260,8 @@ def read_inference_data(idata):
             "n_iter": int(attrs["bayesgmm_map_n_iter"]),
             "converged": bool(attrs["bayesgmm_map_converged"]),
         }
+        if "bayesgmm_map_n_init" in attrs:  # written since the MAP start left the estimator
+            info["n_init"] = int(attrs["bayesgmm_map_n_init"])
     X = X.astype(np.asarray(draws.means).dtype, copy=False)
     return dict(
         draws=draws,

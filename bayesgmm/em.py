@@ -21,6 +21,8 @@ recorded objective is the log posterior per sample (log-likelihood plus log prio
 from __future__ import annotations
 
 import inspect
+import warnings
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -28,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from ._compile import SizedJit, is_small
-from ._validation import INIT_METHODS
+from . import density
+from ._compile import LOW_OPT, SizedJit, is_small
+from ._validation import INIT_METHODS, collapsed_runs
 from .covariance import get_covariance_type
 from .density import (
     block_rows,
@@ -43,6 +46,7 @@ from .kmeans import kmeans_fit, kmeans_plusplus
 from .params import GMMParams, Prior
 
 __all__ = [
+    "reference_em",
     "EMResult",
     "SufficientStats",
     "to_blocks",
@@ -52,6 +56,10 @@ __all__ = [
     "log_prior",
     "initial_resp",
     "fit_em",
+    "BestFit",
+    "fit_best",
+    "fit_summary",
+    "FIT_FAILED_MESSAGE",
     "INIT_METHODS",
 ]
 
@@ -243,6 +251,107 @@ def _objective(loglik, params, prior, n_samples):
 
 def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+# --- the reference iteration: EM as the textbook writes it ---------------------------------
+
+
+def reference_em(
+    X,
+    params: GMMParams,
+    *,
+    prior: Prior | None = None,
+    reg_covar=1e-6,
+    tol=1e-3,
+    max_iter: int = 100,
+) -> EMResult:
+    """EM from ``params`` in its plainest form, one ``lax.while_loop``: read this first.
+
+    Each iteration is the textbook's (Bishop, PRML 9.2.2; scikit-learn's
+    ``GaussianMixture``):
+
+    1. **E-step.** ``log w_k + log N(x_n | mu_k, Sigma_k)`` for every row and component
+       (:func:`bayesgmm.density.component_log_prob`, the centred, exact form);
+       ``log p(x_n)`` is their log-sum-exp and the responsibilities are
+       ``r_nk = exp(log w_k N(...) - log p(x_n))``.
+    2. **Objective.** The mean log-likelihood ``sum_n log p(x_n) / n`` at the parameters the
+       E-step used (plus ``log prior / n`` under a prior). It is recorded before the M-step,
+       as scikit-learn's ``lower_bound_`` is.
+    3. **Statistics and M-step.** ``n_k = sum_n r_nk``, ``s_k = sum_n r_nk x_n`` and the
+       scatter around the new means, then the covariance type's estimator
+       (:func:`m_step`: weights ``n_k / n``, means ``s_k / n_k``, covariances the weighted
+       scatter plus ``reg_covar``; the closed-form posterior mode under ``prior``).
+    4. **Stop** when the objective moved by less than ``tol``, at ``max_iter``, or when a
+       value stopped being finite (``failed``; the last finite parameters are kept).
+
+    :func:`fit_em` runs the same iterations faster (rows in blocks, one fused pass, the
+    expanded float64 kernels with their rounding guards, restarts under ``vmap``); the test
+    suite checks it against this function iteration by iteration.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    params : GMMParams
+        Starting parameters, no batch axis.
+    prior : Prior, optional
+    reg_covar, tol : float
+    max_iter : int
+
+    Returns
+    -------
+    EMResult
+        Without the leading ``n_init`` axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgmm import GMMParams
+    >>> from bayesgmm.em import reference_em
+    >>> X = np.array([[-2.1], [-1.9], [-2.0], [1.9], [2.1], [2.0]])
+    >>> start = GMMParams([0.5, 0.5], [[-1.0], [1.0]], [1.0, 1.0], "spherical")
+    >>> res = reference_em(X, start, max_iter=50)
+    >>> np.round(np.asarray(res.params.means).ravel(), 3), bool(res.converged)
+    (array([-2.,  2.]), True)
+    """
+    X = jnp.asarray(X)
+    dtype = X.dtype
+    n_samples = X.shape[0]
+    params = params.astype(dtype)
+    prior = None if prior is None else prior.astype(dtype)
+    Xb = X[None]  # one block of all rows: the M-step's functions take blocks
+
+    def iteration(params):
+        log_wp = density.component_log_prob(X, params) + jnp.log(params.weights)  # (n, K)
+        log_px = jax.scipy.special.logsumexp(log_wp, axis=1)
+        resp = jnp.exp(log_wp - log_px[:, None])
+        objective = _objective(jnp.sum(log_px), params, prior, n_samples)
+        new = m_step(Xb, resp[None], params.covariance_type, reg_covar, prior)
+        return objective, new
+
+    def cond(st):
+        return (st.n_iter < max_iter) & ~st.converged & ~st.failed
+
+    def body(st):
+        objective, new = iteration(st.params)
+        failed = ~(jnp.isfinite(objective) & _all_finite(new))
+        return EMResult(
+            jax.tree_util.tree_map(lambda a, b: jnp.where(failed, a, b), st.params, new),
+            objective,
+            st.lower_bounds.at[st.n_iter].set(objective),
+            st.n_iter + 1,
+            ~failed & (jnp.abs(objective - st.lower_bound) < tol),
+            failed,
+        )
+
+    start = EMResult(
+        params,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.full((max(max_iter, 1),), jnp.nan, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(False),
+        ~_all_finite(params),
+    )
+    return jax.lax.while_loop(cond, body, start)
 
 
 # The loop's state: an EMResult's fields plus ``stopped`` (a step of the expanded kernels was
@@ -808,3 +917,208 @@ def _lower(key, X, n_components, covariance_type="full", **kwargs):
 
 
 fit_em.lower = _lower
+
+
+# --------------------------------------------------------------------------------------------
+# The best of n_init runs: what GaussianMixture.fit and fit_posterior's MAP start both use
+# --------------------------------------------------------------------------------------------
+
+FIT_FAILED_MESSAGE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
+
+
+class BestFit(NamedTuple):
+    """The run :func:`fit_best` chose among ``n_init`` EM runs, with its diagnostics.
+
+    Attributes
+    ----------
+    params : GMMParams
+        The chosen run's parameters, no batch axis.
+    precisions, precisions_cholesky : ndarray
+        Its precision matrices and their Cholesky factors in the compact shape of the
+        covariance type (scikit-learn's ``precisions_`` and ``precisions_cholesky_``).
+    best : int
+        Index of the chosen run.
+    n_iter : int
+    converged : bool
+    lower_bound : float
+        Objective at the last iteration (mean log-likelihood, or log posterior per sample
+        under a prior).
+    lower_bounds : ndarray (n_iter,)
+        Objective at every iteration of the chosen run.
+    failed : ndarray of bool (n_init,)
+        Runs discarded because a covariance broke or a component collapsed onto identical
+        points.
+    runs : EMResult
+        Every run, with a leading ``n_init`` axis (for verbose output and diagnostics).
+    """
+
+    params: GMMParams
+    precisions: np.ndarray
+    precisions_cholesky: np.ndarray
+    best: int
+    n_iter: int
+    converged: bool
+    lower_bound: float
+    lower_bounds: np.ndarray
+    failed: np.ndarray
+    runs: EMResult
+
+
+@partial(jax.jit, compiler_options=LOW_OPT)
+def _precision_arrays(params: GMMParams):
+    """Precisions and their Cholesky factors in one compiled program per model shape
+    (computed op by op they compiled several small programs each). It runs once per fit on
+    (K, d, d) arrays, so it is compiled at XLA's optimisation level 0."""
+    return params.precisions(), params.precisions_cholesky()
+
+
+def _finite_and_positive(params: GMMParams, arrays) -> bool:
+    """Whether a run's arrays are all finite and its covariances positive definite (float64
+    eigenvalues), so that a degenerate run can be returned without NaN or a singular matrix."""
+    if not all(np.isfinite(a).all() for a in arrays):
+        return False
+    cov = np.asarray(params.covariance_matrices(), dtype=np.float64)
+    return bool(np.linalg.eigvalsh(cov).min() > 0)
+
+
+def _pick_run(res: EMResult, best: int):
+    """Run ``best``'s GMMParams and its five arrays as NumPy. The run is picked in NumPy:
+    indexing JAX arrays would compile small programs for every model shape."""
+    w, m, c = (np.asarray(a)[best] for a in res.params.tree_flatten()[0])
+    p = GMMParams.tree_unflatten(res.params.covariance_type, tuple(map(jnp.asarray, (w, m, c))))
+    prec, prec_chol = _precision_arrays(p)
+    return p, (w, m, c, np.asarray(prec), np.asarray(prec_chol))
+
+
+def fit_summary(params: GMMParams, lower_bound, n_iter: int, converged: bool) -> BestFit:
+    """A :class:`BestFit` for parameters that did not come from :func:`fit_best` (one run,
+    ``lower_bounds`` repeating ``lower_bound``), so every consumer reads one container."""
+    prec, prec_chol = (np.asarray(a) for a in _precision_arrays(params))
+    n_iter = int(n_iter)
+    lb = float(lower_bound)
+    runs = EMResult(
+        jax.tree_util.tree_map(lambda a: a[None], params),
+        np.asarray([lb]),
+        np.full((1, max(n_iter, 1)), lb),
+        np.asarray([n_iter]),
+        np.asarray([bool(converged)]),
+        np.asarray([False]),
+    )
+    return BestFit(
+        params,
+        prec,
+        prec_chol,
+        0,
+        n_iter,
+        bool(converged),
+        lb,
+        runs.lower_bounds[0, :n_iter],
+        np.zeros(1, bool),
+        runs,
+    )
+
+
+def fit_best(
+    key,
+    X,
+    n_components: int,
+    covariance_type: str = "full",
+    *,
+    stacklevel: int = 2,
+    **em_kwargs,
+) -> BestFit:
+    """Run :func:`fit_em` and return the best of its ``n_init`` runs, as scikit-learn picks it.
+
+    The best run is the one with the highest final objective among the runs that did not
+    fail. A run fails when a covariance stopped being positive definite (EM flags it) or a
+    component collapsed onto identical points (:func:`bayesgmm._validation.collapsed_runs`).
+    As in scikit-learn, when every run failed, one that EM stopped at ``max_iter`` while a
+    component was collapsing (collapsed, not broken, not converged) is still returned, with
+    a ``RuntimeWarning``, provided all its parameters and precisions are finite; otherwise
+    a ``ValueError`` is raised. Failed runs among good ones are discarded with a
+    ``RuntimeWarning``.
+
+    Parameters
+    ----------
+    key : jax.random key
+    X : array of shape (n_samples, n_features)
+    n_components : int
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    stacklevel : int, default 2
+        Of the warnings, counted from this function's caller (2 points at the caller).
+    **em_kwargs
+        :func:`fit_em`'s keyword arguments (``n_init``, ``init_params``, ``max_iter``, ``tol``,
+        ``reg_covar``, ``prior``, starting values).
+
+    Returns
+    -------
+    BestFit
+
+    Raises
+    ------
+    ValueError
+        Every run failed and none can be returned.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from bayesgmm.em import fit_best
+    >>> X = np.concatenate([np.zeros((50, 1)), np.ones((50, 1)) * 5])
+    >>> X = X + np.random.default_rng(0).normal(size=X.shape)
+    >>> fit = fit_best(jax.random.key(0), X, 2, "spherical", n_init=3)
+    >>> fit.failed.shape, fit.converged
+    ((3,), True)
+    >>> np.round(np.sort(np.asarray(fit.params.means).ravel()))
+    array([0., 5.])
+    """
+    X = np.asarray(X)
+    res = fit_em(key, jnp.asarray(X), n_components, covariance_type, **em_kwargs)
+    n_init = int(np.asarray(res.n_iter).shape[0])
+    max_iter = int(em_kwargs.get("max_iter", 100))
+    broken = np.asarray(res.failed)
+    collapsed = collapsed_runs(res.params, X, float(em_kwargs.get("reg_covar", 1e-6)))
+    failed = broken | collapsed
+    usable = collapsed & ~broken & ~np.asarray(res.converged) if failed.all() else ~failed
+    lb = np.where(usable, np.asarray(res.lower_bound), -np.inf)
+    best = int(np.argmax(lb)) if max_iter > 0 else n_init - 1
+    params, (w, m, c, prec, prec_chol) = _pick_run(res, best)
+    if failed.all() and not (usable[best] and _finite_and_positive(params, (w, m, c, prec))):
+        msg = FIT_FAILED_MESSAGE
+        if X.dtype == np.float32:
+            msg += (
+                " The numerical accuracy can also be improved by passing float64 data "
+                "instead of float32."
+            )
+        raise ValueError(msg)
+    if failed.all():
+        warnings.warn(
+            f"EM stopped at max_iter={max_iter} with a component collapsing onto identical "
+            "points (its covariance is at the rounding level of X); the returned parameters "
+            "are degenerate. Increase reg_covar.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    elif failed.any():
+        warnings.warn(
+            f"{int(failed.sum())} of {n_init} initialisations failed (a covariance became "
+            "singular) and were discarded; increase reg_covar if this persists",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    n_iter = int(res.n_iter[best])
+    return BestFit(
+        params,
+        prec,
+        prec_chol,
+        best,
+        n_iter,
+        bool(res.converged[best]),
+        float(res.lower_bound[best]),
+        np.asarray(res.lower_bounds[best])[:n_iter],
+        failed,
+        res,
+    )

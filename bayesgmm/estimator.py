@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import density
-from ._compile import LOW_OPT
 from ._exceptions import ConvergenceWarning, NotFittedError, sklearn_compatible
 from ._random import as_key
 from ._validation import (
@@ -24,11 +22,10 @@ from ._validation import (
     check_data,
     check_nonnegative_float,
     check_positive_int,
-    collapsed_runs,
     warn_if_reg_covar_dominates,
 )
 from .covariance import get_covariance_type
-from .em import INIT_METHODS, fit_em
+from .em import FIT_FAILED_MESSAGE, INIT_METHODS, BestFit, fit_best, fit_summary  # noqa: F401
 from .params import GMMParams, Prior
 
 __all__ = [
@@ -38,20 +35,6 @@ __all__ = [
     "n_parameters",
     "load_estimator",
 ]
-
-FIT_FAILED_MESSAGE = (
-    "Fitting the mixture model failed because some components have ill-defined empirical "
-    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
-    "number of components, increase reg_covar, or scale the input data."
-)
-
-
-@partial(jax.jit, compiler_options=LOW_OPT)
-def _precision_arrays(params: GMMParams):
-    """``precisions_`` and ``precisions_cholesky_`` in one compiled program per model shape
-    (computed op by op they compiled several small programs each). It runs once per fit on
-    (K, d, d) arrays, so it is compiled at XLA's optimisation level 0."""
-    return params.precisions(), params.precisions_cholesky()
 
 
 def _sample_bucket(n_samples: int) -> int:
@@ -68,15 +51,6 @@ def _sample_bucket(n_samples: int) -> int:
     if not jax.config.jax_threefry_partitionable:
         return n_samples
     return max(64, 1 << (n_samples - 1).bit_length())
-
-
-def _finite_and_positive(params: GMMParams, arrays) -> bool:
-    """Whether a run's arrays are all finite and its covariances positive definite (float64
-    eigenvalues), so that a degenerate run can be returned without NaN or a singular matrix."""
-    if not all(np.isfinite(a).all() for a in arrays):
-        return False
-    cov = np.asarray(params.covariance_matrices(), dtype=np.float64)
-    return bool(np.linalg.eigvalsh(cov).min() > 0)
 
 
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
@@ -385,11 +359,12 @@ class GaussianMixture:
             lower_bound_init = self.lower_bound_
             n_init = 1
         Xj = jnp.asarray(X)
-        res = fit_em(
+        fit = fit_best(
             as_key(self.random_state),
-            Xj,
+            X,
             k,
             self.covariance_type,
+            stacklevel=4,  # fit_best -> _fit -> fit/fit_predict -> the user's call
             n_init=n_init,
             init_params=self.init_params,
             max_iter=int(self.max_iter),
@@ -403,46 +378,9 @@ class GaussianMixture:
             lower_bound_init=lower_bound_init,
             resp_init=None if params_init is not None else resp_init,
         )
-        # A run also fails when a component collapsed onto identical points (see collapsed_runs).
-        broken = np.asarray(res.failed)
-        collapsed = collapsed_runs(res.params, X, float(self.reg_covar))
-        failed = broken | collapsed
-        # scikit-learn raises only when a covariance stops being positive definite; a run that
-        # EM stopped at max_iter while a component was collapsing onto a point is returned with
-        # the ConvergenceWarning (its test_gaussian_mixture_setting_best_params). So when every
-        # run failed, such a run (collapsed, not broken, not converged) is returned, provided
-        # that all its parameters, precisions included, are finite. A run that converged onto
-        # the collapse, or whose covariance broke, still raises.
-        usable = collapsed & ~broken & ~np.asarray(res.converged) if failed.all() else ~failed
-        lb = np.where(usable, np.asarray(res.lower_bound), -np.inf)
-        best = int(np.argmax(lb)) if self.max_iter > 0 else n_init - 1
-        selected = self._select(res, best)
-        if failed.all() and not (usable[best] and _finite_and_positive(*selected)):
-            msg = FIT_FAILED_MESSAGE
-            if X.dtype == np.float32:
-                msg += (
-                    " The numerical accuracy can also be improved by passing float64 data "
-                    "instead of float32."
-                )
-            raise ValueError(msg)
-        if failed.all():
-            warnings.warn(
-                f"EM stopped at max_iter={self.max_iter} with a component collapsing onto "
-                "identical points (its covariance is at the rounding level of X); the returned "
-                "parameters are degenerate. Increase reg_covar.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        elif failed.any():
-            warnings.warn(
-                f"{int(failed.sum())} of {n_init} initialisations failed (a covariance became "
-                "singular) and were discarded; increase reg_covar if this persists",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        self._store(res, best, prior, X.shape[1], selected)
+        self._store(fit, prior, X.shape[1])
         if self.verbose:
-            self._print_verbose(res, failed)
+            self._print_verbose(fit.runs, fit.failed)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -452,29 +390,76 @@ class GaussianMixture:
             )
         return Xj
 
-    @staticmethod
-    def _select(res, best):
-        """Run ``best``'s GMMParams and its arrays (weights, means, covariances, precisions,
-        precision Cholesky factors) as NumPy arrays. The run is picked in NumPy: indexing JAX
-        arrays would compile small programs for every model shape."""
-        w, m, c = (np.asarray(a)[best] for a in res.params.tree_flatten()[0])
-        p = GMMParams.tree_unflatten(res.params.covariance_type, tuple(map(jnp.asarray, (w, m, c))))
-        prec, prec_chol = _precision_arrays(p)
-        return p, (w, m, c, np.asarray(prec), np.asarray(prec_chol))
+    @classmethod
+    def from_params(
+        cls,
+        params: GMMParams,
+        *,
+        prior: Prior | None = None,
+        lower_bound: float = float("nan"),
+        n_iter: int = 0,
+        converged: bool = True,
+        **estimator_params,
+    ) -> GaussianMixture:
+        """A fitted estimator holding given parameters, without running EM.
 
-    def _store(self, res, best, prior, n_features, selected=None):
-        p, (w, m, c, prec, prec_chol) = self._select(res, best) if selected is None else selected
-        self.params_ = p
+        For parameters that come from elsewhere (a posterior's MAP start, a file, a paper),
+        so that ``predict``, ``score_samples``, ``sample``, ``bic`` and ``save`` serve them.
+
+        Parameters
+        ----------
+        params : GMMParams
+            No batch axis.
+        prior : Prior, optional
+            Stored as ``prior_`` (and as the ``prior`` parameter).
+        lower_bound : float, optional
+            Stored as ``lower_bound_`` (and ``lower_bounds_ = [lower_bound] * n_iter``).
+        n_iter : int, default 0
+        converged : bool, default True
+        **estimator_params
+            Other constructor parameters (``reg_covar``, ``tol``, ...); ``n_components`` and
+            ``covariance_type`` come from ``params``.
+
+        Returns
+        -------
+        GaussianMixture
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesgmm import GaussianMixture, GMMParams
+        >>> p = GMMParams([0.5, 0.5], [[-2.0], [2.0]], [1.0, 1.0], "spherical")
+        >>> gm = GaussianMixture.from_params(p)
+        >>> gm.predict(np.array([[-3.0], [3.0]]))
+        array([0, 1])
+        """
+        if not isinstance(params, GMMParams) or params.batch_shape:
+            raise TypeError("params must be a GMMParams without batch axes")
+        est = cls(
+            params.n_components,
+            covariance_type=params.covariance_type,
+            prior=prior,
+            **estimator_params,
+        )
+        params = GMMParams.tree_unflatten(
+            params.covariance_type,
+            tuple(jnp.asarray(np.asarray(a)) for a in params.tree_flatten()[0]),
+        )
+        est._store(fit_summary(params, lower_bound, n_iter, converged), prior, params.n_features)
+        return est
+
+    def _store(self, fit: BestFit, prior, n_features):
+        self.params_ = fit.params
         self.prior_ = prior
-        self.weights_ = w
-        self.means_ = m
-        self.covariances_ = c
-        self.precisions_ = prec
-        self.precisions_cholesky_ = prec_chol
-        self.n_iter_ = int(res.n_iter[best])
-        self.converged_ = bool(res.converged[best])
-        self.lower_bound_ = float(res.lower_bound[best])
-        self.lower_bounds_ = np.asarray(res.lower_bounds[best])[: self.n_iter_]
+        self.weights_, self.means_, self.covariances_ = (
+            np.asarray(a) for a in fit.params.tree_flatten()[0]
+        )
+        self.precisions_ = fit.precisions
+        self.precisions_cholesky_ = fit.precisions_cholesky
+        self.n_iter_ = fit.n_iter
+        self.converged_ = fit.converged
+        self.lower_bound_ = fit.lower_bound
+        self.lower_bounds_ = fit.lower_bounds
         self.n_features_in_ = n_features
 
     def _print_verbose(self, res, failed):

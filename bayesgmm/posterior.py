@@ -1,21 +1,11 @@
-"""Posterior inference by NUTS, the ``Posterior`` container, and relabeling of draws.
+"""Posterior inference for a Gaussian mixture: :func:`fit_posterior` and the ``Posterior``.
 
-The sampler runs :func:`bayesgmm.model.gmm_model` with NumPyro's NUTS kernel
-(:func:`numpyro.infer.hmc.hmc`), started at the MAP-EM solution (every chain slightly jittered in
-the unconstrained space). The whole run - initialisation, warm-up and sampling of every chain -
-is one program jitted at module level with the static settings (number of components,
-covariance type, draws, tree depth, ...) as static arguments, so it is traced and compiled once
-per data shape and settings and reused by every later call; ``numpyro.infer.MCMC`` traces and
-compiles again on every ``run``, which costs more than the sampling itself at small sizes.
-
-Chains are vectorised (``vmap``) on one device, or split across devices with ``pmap`` when
-several exist (``numpyro.set_host_device_count`` before JAX starts gives several CPU devices).
-
-Mixture components are exchangeable, so labels switch between and within chains. ``relabel``
-permutes each draw's components to match a pivot (the MAP-EM solution by default): by a
-minimum-cost assignment (Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`) on
-the symmetrised Kullback-Leibler divergence between the draw's and the pivot's components, or
-by Stephens (2000)'s algorithm on the responsibilities.
+:func:`fit_posterior` validates its input, starts from the MAP-EM solution under the same
+prior (the best of 4 EM runs from :func:`bayesgmm.em.fit_best`), runs NUTS
+(:mod:`bayesgmm.sampler`) and returns a :class:`Posterior`: the draws, the data, the prior,
+the MAP start and its diagnostics, the sample statistics, and the utilities over them
+(relabeling by :mod:`bayesgmm.relabel`, predictive densities, summaries, ArviZ conversion,
+files).
 """
 
 from __future__ import annotations
@@ -23,221 +13,24 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
-from numpyro.infer.hmc import hmc
-from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
-from scipy.optimize import linear_sum_assignment
 
 from . import density
-from ._compile import LOW_OPT
 from ._exceptions import DivergenceWarning
 from ._random import as_key
 from ._validation import check_covariance_type, check_data, check_positive_int
 from .covariance import get_covariance_type
-from .model import SITE_NAMES, gmm_model
+from .em import BestFit, fit_best
+from .model import SITE_NAMES
 from .params import GMMParams, Prior
+from .relabel import _flatten_batch, permute_draws, relabel_draws
+from .sampler import CHAIN_METHODS, _n_parallel_devices, _Settings, run_nuts, sample_stats
 
-__all__ = ["fit_posterior", "Posterior", "DivergenceWarning", "relabel_draws"]
-
-
-# --------------------------------------------------------------------------------------------
-# The sampler: one jitted program per (shapes, settings)
-# --------------------------------------------------------------------------------------------
-
-
-class _Settings(NamedTuple):
-    """Static settings of a NUTS run (hashable: they key the compilation cache)."""
-
-    n_components: int
-    covariance_type: str
-    num_warmup: int
-    num_samples: int
-    target_accept_prob: float
-    max_tree_depth: int
-    dense_mass: bool
-    progress_every: int  # 0: no progress callbacks compiled in
-
-
-class _Draws(NamedTuple):
-    """What is kept of every post-warm-up NUTS step, with leading (draw, chain) axes."""
-
-    params: dict
-    potential_energy: jax.Array
-    energy: jax.Array
-    num_steps: jax.Array
-    accept_prob: jax.Array
-    diverging: jax.Array
-    step_size: jax.Array
-
-
-# The progress bar lives on the Python side; the compiled program calls back into it. The
-# callback is a module-level function so that a cached program keeps calling the current bar.
-_PROGRESS: dict = {"bar": None, "per_chain": 0, "sequential": True}
-
-
-def _progress_callback(n_done, device, chain):
-    bar = _PROGRESS["bar"]
-    if bar is None or int(device) != 0:
-        return
-    if _PROGRESS["sequential"]:
-        position = int(chain) * _PROGRESS["per_chain"] + int(n_done)
-    elif int(chain) == 0:
-        position = int(n_done)
-    else:
-        return
-    bar.update(max(position - bar.n, 0))
-
-
-def _model_kwargs(prior, settings):
-    return {
-        "n_components": settings.n_components,
-        "covariance_type": settings.covariance_type,
-        "prior": prior,
-    }
-
-
-def _run_one(key, X, prior, init_z, chain, settings: _Settings, device):
-    """Warm up and sample one chain from the unconstrained start ``init_z``.
-
-    Returns ``_Draws`` with a leading draw axis.
-    """
-    kwargs = _model_kwargs(prior, settings)
-
-    def potential_fn(z):
-        return potential_energy(gmm_model, (X,), kwargs, z)
-
-    init_kernel, sample_kernel = hmc(potential_fn, algo="NUTS")
-    state = init_kernel(
-        init_z,
-        settings.num_warmup,
-        target_accept_prob=settings.target_accept_prob,
-        max_tree_depth=settings.max_tree_depth,
-        dense_mass=settings.dense_mass,
-        rng_key=key,
-    )
-    every = settings.progress_every
-
-    def report(i):
-        if every:
-            jax.lax.cond(
-                (i + 1) % every == 0,
-                lambda: jax.debug.callback(_progress_callback, i + 1, device, chain),
-                lambda: None,
-            )
-
-    def collect(state):
-        return _Draws(
-            constrain_fn(gmm_model, (X,), kwargs, state.z),
-            state.potential_energy,
-            state.energy,
-            state.num_steps,
-            state.accept_prob,
-            state.diverging,
-            state.adapt_state.step_size,
-        )
-
-    # One loop over warm-up and sampling (not two): the NUTS kernel appears once in the
-    # program, which halves tracing and compilation. Every step writes its draw to slot
-    # max(i - num_warmup, 0) of preallocated buffers, so warm-up writes are overwritten by
-    # the first kept draw and memory holds only the kept draws.
-    buffers = jax.tree_util.tree_map(
-        lambda a: jnp.zeros((settings.num_samples,) + a.shape, a.dtype),
-        jax.eval_shape(collect, state),
-    )
-
-    def body(i, carry):
-        state, buffers = carry
-        state = sample_kernel(state)
-        report(i)
-        slot = jnp.maximum(i - settings.num_warmup, 0)
-        buffers = jax.tree_util.tree_map(
-            lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, slot, 0),
-            buffers,
-            collect(state),
-        )
-        return state, buffers
-
-    total = settings.num_warmup + settings.num_samples
-    _, draws = jax.lax.fori_loop(0, total, body, (state, buffers))
-    return draws
-
-
-def _run_chains(keys, X, prior, init_z, settings: _Settings, device, vectorized: bool):
-    """All chains of one device: ``vmap`` (vectorized) or ``lax.map`` (one after another)
-    over :func:`_run_one`. Returns ``_Draws`` with leading (chain, draw) axes.
-
-    On CPU one chain after another is faster than ``vmap``: a vectorised NUTS step runs until
-    the longest trajectory among the chains ends, and the batched loop conditions turn every
-    branch into selects over the whole state (measured: 4 vectorised chains cost 6.6 times one
-    chain's CPU time, ``lax.map`` 4 times).
-    """
-    chains = jnp.arange(keys.shape[0])
-
-    def one(args):
-        key, z, chain = args
-        return _run_one(key, X, prior, z, chain, settings, device)
-
-    if vectorized:
-        return jax.vmap(one)((keys, init_z, chains))
-    return jax.lax.map(one, (keys, init_z, chains))
-
-
-_run_single_device = jax.jit(_run_chains, static_argnames=("settings", "vectorized"))
-
-
-def _run_chains_device(keys, X, prior, init_z, settings, vectorized):
-    return _run_chains(keys, X, prior, init_z, settings, jax.lax.axis_index("device"), vectorized)
-
-
-_run_parallel = jax.pmap(
-    _run_chains_device,
-    axis_name="device",
-    in_axes=(0, None, None, 0, None, None),
-    static_broadcasted_argnums=(4, 5),
-)
-
-
-def _sample_nuts(keys, X, prior, init_z, settings, chain_method):
-    """Run every chain; returns ``_Draws`` with leading (chain, draw) axes as NumPy arrays.
-
-    ``chain_method``: 'sequential' (one program, chains one after another), 'vectorized'
-    (``vmap``) or 'parallel' (``pmap`` over devices, chains one after another on each).
-    """
-    num_chains = keys.shape[0]
-    if chain_method == "parallel":
-        n_dev = _n_parallel_devices(num_chains)
-        per = num_chains // n_dev
-        split = lambda a: jnp.reshape(a, (n_dev, per) + a.shape[1:])  # noqa: E731
-        out = _run_parallel(
-            split(keys), X, prior, jax.tree_util.tree_map(split, init_z), settings, False
-        )
-        return jax.tree_util.tree_map(
-            lambda a: np.asarray(a).reshape((num_chains,) + a.shape[2:]), out
-        )
-    out = _run_single_device(
-        keys, X, prior, init_z, settings, 0, vectorized=chain_method == "vectorized"
-    )
-    return jax.tree_util.tree_map(np.asarray, out)
-
-
-def _n_parallel_devices(num_chains):
-    """Largest number of local devices that divides ``num_chains``."""
-    n = min(jax.local_device_count(), num_chains)
-    while num_chains % n:
-        n -= 1
-    return n
-
-
-# --------------------------------------------------------------------------------------------
-# fit_posterior
-# --------------------------------------------------------------------------------------------
-
-CHAIN_METHODS = ("vectorized", "parallel", "sequential")
+__all__ = ["fit_posterior", "Posterior", "DivergenceWarning", "relabel_draws", "permute_draws"]
 
 
 def _resolve_prior(prior, X, n_components, covariance_type):
@@ -260,10 +53,9 @@ def _resolve_prior(prior, X, n_components, covariance_type):
     return prior
 
 
-def _map_start(X, n_components, covariance_type, prior, seed):
-    """MAP-EM fit used as the chains' starting point (and as the default relabeling pivot)."""
-    from .estimator import GaussianMixture
-
+def _map_start(X, n_components, covariance_type, prior, key) -> BestFit:
+    """MAP-EM fit used as the chains' starting point (and as the default relabeling pivot):
+    the best of 4 EM runs under ``prior``, straight from the EM layer."""
     alpha = np.asarray(prior.weight_concentration)
     map_prior = prior
     if np.any(alpha < 1):
@@ -276,66 +68,34 @@ def _map_start(X, n_components, covariance_type, prior, seed):
             prior.scale,
             covariance_type,
         )
-    est = GaussianMixture(
+    # A run that did not converge in 1000 iterations is still a start; the chains move on.
+    return fit_best(
+        key,
+        X,
         n_components,
-        covariance_type=covariance_type,
-        prior=map_prior,
+        covariance_type,
+        stacklevel=5,  # fit_best -> _map_start -> _resolve_init -> fit_posterior -> the user
+        prior=map_prior.astype(X.dtype),
         reg_covar=0.0,  # the prior regularises; 0 keeps the exact posterior mode
         tol=1e-8,
         max_iter=1000,
         n_init=4,
-        random_state=seed,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # ConvergenceWarning: still a start
-        est.fit(X)
-    return est
 
 
-def _jittered_init_impl(key, X, params: GMMParams, prior, jitter, settings, num_chains):
-    batched = params.weights.ndim == 2  # one start per chain
-
-    def unconstrained(p):
-        values = dict(zip(SITE_NAMES, (p.weights, p.means, p.covariances)))
-        # Without X the model has no likelihood site: the transforms are the parameter
-        # sites' own, and the program does not carry the mixture density over X.
-        return unconstrain_fn(gmm_model, (), _model_kwargs(prior, settings), values)
-
-    z0 = jax.vmap(unconstrained)(params) if batched else unconstrained(params)
-    n = X.shape[0]
-    nk = jnp.maximum(params.weights * n, 1.0)
-    mean_sd = jnp.sqrt(
-        jnp.diagonal(params.covariance_matrices(), axis1=-2, axis2=-1) / nk[..., None]
-    )
-    keys = jax.random.split(key, len(z0))
-    out = {}
-    for k, name in zip(keys, sorted(z0)):
-        base = z0[name]
-        site_shape = base.shape[1:] if batched else base.shape
-        noise = jax.random.normal(k, (num_chains,) + site_shape, base.dtype)
-        scale = mean_sd if name == "means" else 1.0 / math.sqrt(n)
-        out[name] = base + jitter * scale * noise
-    return out
+#: What a Posterior keeps of the MAP-EM run it started from (``Posterior.map_diagnostics``).
+MAP_DIAGNOSTICS = ("lower_bound", "n_iter", "converged", "n_init")
 
 
-# One program per (shapes, settings): op by op, the model's transforms and the three normal
-# draws compiled a dozen small programs on every new shape. It runs once per fit, so it is
-# compiled at XLA's optimisation level 0 (about half the compile time).
-_jittered_init_jit = jax.jit(
-    _jittered_init_impl, static_argnames=("settings", "num_chains"), compiler_options=LOW_OPT
-)
-
-
-def _jittered_init(key, X, params: GMMParams, prior, settings, num_chains, jitter):
-    """Unconstrained start values, one per chain: the MAP point plus small noise.
-
-    ``params`` is one set of parameters, or one per chain (batch shape ``(num_chains,)``).
-    Means move by ``jitter`` times their rough posterior standard deviation
-    (sqrt(diag Sigma_k / n_k)); the other (unconstrained: log-scale, stick-breaking) coordinates
-    by ``jitter / sqrt(n_samples)``, the order of their posterior spread.
-    """
-    jitter = jnp.asarray(jitter, X.dtype)
-    return _jittered_init_jit(key, X, params, prior, jitter, settings, num_chains)
+def _diagnostics(fit: BestFit | None, n_init: int = 4) -> dict:
+    if fit is None:
+        return {}
+    return {
+        "lower_bound": float(fit.lower_bound),
+        "n_iter": int(fit.n_iter),
+        "converged": bool(fit.converged),
+        "n_init": int(n_init),
+    }
 
 
 def fit_posterior(
@@ -442,7 +202,7 @@ def fit_posterior(
 
     key = as_key(seed)
     key_em, key_jitter, key_nuts = jax.random.split(key, 3)
-    map_estimator, start = _resolve_init(
+    map_estimator, map_diagnostics, start = _resolve_init(
         init, X, n_components, covariance_type, prior, key_em, num_chains
     )
     # With one start per chain, the first is the relabeling pivot.
@@ -458,38 +218,29 @@ def fit_posterior(
         bool(dense_mass),
         max(1, total // 100) if progress_bar else 0,
     )
-    # The sampler runs in float64 even for float32 data: NumPyro's NUTS keeps parts of its
-    # adaptation state in float64 under x64 and then mixes dtypes inside the trajectory. The
-    # model is small next to the data, and the draws are returned in the data's dtype.
-    f64 = jnp.float64
-    Xj = jnp.asarray(X, f64)
-    prior64 = prior.astype(f64)
-    init_z = _jittered_init(
-        key_jitter, Xj, start.astype(f64), prior64, settings, num_chains, jitter
+    out = run_nuts(
+        (key_jitter, key_nuts),
+        X,
+        prior,
+        start,
+        num_chains=num_chains,
+        settings=settings,
+        chain_method=chain_method,
+        progress_bar=progress_bar,
+        jitter=jitter,
     )
-    keys = jax.random.split(key_nuts, num_chains)
-    out = _run_with_progress(keys, Xj, prior64, init_z, settings, chain_method, progress_bar)
-
-    ct = get_covariance_type(covariance_type)
     draws = GMMParams.tree_unflatten(
-        ct.name, tuple(jnp.asarray(out.params[name], X.dtype) for name in SITE_NAMES)
+        get_covariance_type(covariance_type).name,
+        tuple(jnp.asarray(out.params[name], X.dtype) for name in SITE_NAMES),
     )
-    sample_stats = {
-        "diverging": np.asarray(out.diverging, bool),
-        "energy": np.asarray(out.energy),
-        "lp": -np.asarray(out.potential_energy),
-        "n_steps": np.asarray(out.num_steps),
-        "tree_depth": np.ceil(np.log2(np.asarray(out.num_steps) + 1.0)).astype(np.int64),
-        "step_size": np.asarray(out.step_size),
-        "acceptance_rate": np.asarray(out.accept_prob),
-    }
     post = Posterior(
         draws,
         X=X,
         prior=prior,
         map_params=map_params,
+        map_diagnostics=map_diagnostics,
         map_estimator=map_estimator,
-        sample_stats=sample_stats,
+        sample_stats=sample_stats(out),
         feature_names=feature_names,
         settings={
             "num_warmup": num_warmup,
@@ -520,22 +271,29 @@ def _feature_names(X):
 
 
 def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains=1):
-    from .estimator import GaussianMixture
-
+    """The chains' start: ``(estimator or None, map diagnostics, params)``."""
     if isinstance(init, str):
         if init != "map":
             raise ValueError(
                 f"init must be 'map', a GMMParams or a fitted GaussianMixture; got {init!r}"
             )
+        # The same key GaussianMixture(random_state=seed) used when the start was fitted
+        # through the estimator, so the draws for a given seed are unchanged.
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        est = _map_start(X, n_components, covariance_type, prior, seed)
-        return est, est.params_
-    if isinstance(init, GaussianMixture):
+        fit = _map_start(X, n_components, covariance_type, prior, as_key(seed))
+        return None, _diagnostics(fit), fit.params
+    if _is_estimator(init):
         if not hasattr(init, "params_"):
             raise ValueError("init is a GaussianMixture that is not fitted yet; call fit first")
         est, params = init, init.params_
+        diagnostics = {
+            "lower_bound": float(est.lower_bound_),
+            "n_iter": int(est.n_iter_),
+            "converged": bool(est.converged_),
+            "n_init": int(getattr(est, "n_init", 1)),
+        }
     elif isinstance(init, GMMParams):
-        est, params = None, init
+        est, diagnostics, params = None, {}, init
     else:
         raise TypeError(
             f"init must be 'map', a GMMParams or a fitted GaussianMixture; got "
@@ -556,148 +314,17 @@ def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains
     params = params.astype(X.dtype)
     if not np.all(np.asarray(params.weights) > 0):
         raise ValueError("init weights must all be > 0 (the Dirichlet's support)")
-    return est, params
+    return est, diagnostics, params
 
 
-def _run_with_progress(keys, X, prior, init_z, settings, chain_method, progress_bar):
-    if not progress_bar:
-        return _sample_nuts(keys, X, prior, init_z, settings, chain_method)
-    from tqdm.auto import tqdm
-
-    total = settings.num_warmup + settings.num_samples
-    num_chains = keys.shape[0]
-    # Chains that run one after another on the reporting device (device 0).
-    if chain_method == "parallel":
-        sequential, shown = True, num_chains // _n_parallel_devices(num_chains)
-    else:
-        sequential = chain_method == "sequential"
-        shown = num_chains if sequential else 1
-    desc = f"NUTS ({num_chains} chains, {chain_method})"
-    bar = tqdm(total=total * shown, desc=desc, unit="it")
-    _PROGRESS.update(per_chain=total, sequential=sequential)
-    _PROGRESS["bar"] = bar
-    try:
-        out = _sample_nuts(keys, X, prior, init_z, settings, chain_method)
-        bar.update(bar.total - bar.n)
-    finally:
-        _PROGRESS["bar"] = None
-        bar.close()
-    return out
+def _is_estimator(obj) -> bool:
+    """Whether ``obj`` is a bayesgmm GaussianMixture. Looked up in ``sys.modules``: whoever
+    holds an instance has imported the estimator module, and the Bayesian path does not
+    import the scikit-learn facade."""
+    module = sys.modules.get("bayesgmm.estimator")
+    return module is not None and isinstance(obj, module.GaussianMixture)
 
 
-# --------------------------------------------------------------------------------------------
-# Relabeling
-# --------------------------------------------------------------------------------------------
-
-
-def permute_draws(draws: GMMParams, perms) -> GMMParams:
-    """Reorder the components of each draw: component ``j`` of the result is component
-    ``perms[..., j]`` of ``draws``. ``perms`` has shape ``draws.batch_shape + (K,)``."""
-    perms = jnp.asarray(perms)
-    w = jnp.take_along_axis(draws.weights, perms, axis=-1)
-    m = jnp.take_along_axis(draws.means, perms[..., None], axis=-2)
-    c = draws.cov.permute_components(draws.covariances, perms)
-    return draws.replace(weights=w, means=m, covariances=c)
-
-
-@jax.jit
-def _sym_kl_cost(draws: GMMParams, pivot: GMMParams):
-    """Symmetrised KL divergence between pivot component j and draw component k, (S, K, K).
-
-    KL(a||b) + KL(b||a) = 1/2 [tr(P_b S_a) + tr(P_a S_b) - 2 d + (m_a - m_b)' (P_a + P_b)
-    (m_a - m_b)]: it weighs mean differences by both components' spreads and also separates
-    components with equal means and different shapes.
-    """
-    s_d, p_d = draws.covariance_matrices(), draws.precision_matrices()  # (S, K, d, d)
-    s_p, p_p = pivot.covariance_matrices(), pivot.precision_matrices()  # (K, d, d)
-    d = draws.n_features
-    tr1 = jnp.einsum("jab,skba->sjk", p_p, s_d)
-    tr2 = jnp.einsum("skab,jba->sjk", p_d, s_p)
-    diff = draws.means[:, None, :, :] - pivot.means[None, :, None, :]  # (S, j, k, d)
-    psum = p_p[None, :, None] + p_d[:, None, :]
-    maha = jnp.einsum("sjka,sjkab,sjkb->sjk", diff, psum, diff)
-    return 0.5 * (tr1 + tr2 - 2 * d + maha)
-
-
-def _assign(costs):
-    """Row j of a (K, K) cost matrix gets column perm[j]; vectorised over leading axes."""
-    costs = np.asarray(costs)
-    flat = costs.reshape((-1,) + costs.shape[-2:])
-    perms = np.empty(flat.shape[:2], np.int64)
-    for s, c in enumerate(flat):
-        perms[s] = linear_sum_assignment(c)[1]
-    return perms.reshape(costs.shape[:-1])
-
-
-def _flatten_batch(draws: GMMParams):
-    batch = draws.batch_shape
-    return batch, jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[len(batch) :]), draws)
-
-
-def _hungarian(draws: GMMParams, pivot: GMMParams, chunk: int = 1000):
-    batch, flat = _flatten_batch(draws)
-    s = flat.weights.shape[0]
-    costs = [np.asarray(_sym_kl_cost(flat[i : i + chunk], pivot)) for i in range(0, s, chunk)]
-    return _assign(np.concatenate(costs)).reshape(batch + (draws.n_components,))
-
-
-def _stephens(
-    draws: GMMParams, X, pivot: GMMParams, max_iter: int = 100, max_elements: int = 20_000_000
-):
-    """Stephens (2000), algorithm 2: choose per-draw permutations and a matrix Q of
-    classification probabilities minimising sum_t KL(Q || P_t permuted), alternating the
-    assignment step (one linear assignment per draw) and Q = mean of permuted P_t.
-
-    Starts from Q = the pivot's responsibilities. When draws x rows x components exceeds
-    ``max_elements``, a fixed random subset of rows is used (the labels are a property of the
-    parameters, any set of typical points identifies them).
-    """
-    batch, flat = _flatten_batch(draws)
-    s, k = flat.weights.shape
-    n = X.shape[0]
-    max_rows = max(1, max_elements // (s * k))
-    if n > max_rows:
-        idx = np.sort(np.random.default_rng(0).choice(n, max_rows, replace=False))
-        X = X[idx]
-    log_p = np.asarray(density.log_responsibilities(X, flat))  # (S, n, K)
-    q = np.asarray(density.predict_proba(X, pivot))  # (n, K)
-    perms = None
-    for _ in range(max_iter):
-        # cost[t, j, k] = -sum_i q_ij log p_t,ik (the q log q part does not depend on perm)
-        cost = -np.einsum("ij,tik->tjk", q, log_p)
-        new = _assign(cost)
-        if perms is not None and np.array_equal(new, perms):
-            break
-        perms = new
-        q = np.mean(np.exp(np.take_along_axis(log_p, perms[:, None, :], axis=-1)), axis=0)
-    return perms.reshape(batch + (k,))
-
-
-def relabel_draws(draws: GMMParams, pivot: GMMParams, *, method="hungarian", X=None):
-    """Permutations that align each draw's components to ``pivot``'s.
-
-    Parameters
-    ----------
-    draws : GMMParams with batch axes B
-    pivot : GMMParams, unbatched
-    method : {'hungarian', 'stephens'}
-    X : array (n_samples, n_features), needed by 'stephens'
-
-    Returns
-    -------
-    perms : int ndarray of shape (*B, K); component j of the relabeled draw is component
-        ``perms[..., j]`` of the original (apply with :func:`permute_draws`).
-    """
-    if method == "hungarian":
-        return _hungarian(draws, pivot)
-    if method == "stephens":
-        if X is None:
-            raise ValueError("method='stephens' needs the data X")
-        return _stephens(draws, jnp.asarray(X), pivot)
-    raise ValueError(f"method must be 'hungarian' or 'stephens'; got {method!r}")
-
-
-# --------------------------------------------------------------------------------------------
 # The Posterior container
 # --------------------------------------------------------------------------------------------
 
@@ -714,8 +341,14 @@ class Posterior:
     prior : Prior
     map_params : GMMParams
         The MAP-EM solution the chains started from (the default relabeling pivot).
+    map_diagnostics : dict
+        Of the MAP-EM run the chains started from: ``lower_bound`` (log posterior per sample
+        under the prior), ``n_iter``, ``converged``, ``n_init``; empty when the start was
+        given as a GMMParams.
     map_estimator : GaussianMixture or None
-        The fitted MAP-EM estimator.
+        ``map_params`` as a fitted :class:`~bayesgmm.GaussianMixture` (the estimator passed as
+        ``init``, or one built on first access from ``map_params`` and ``map_diagnostics``);
+        None when the start was given as a GMMParams.
     covariance_type : str
     n_components, n_features : int
     sample_stats : dict of ndarray (chain, draw)
@@ -739,6 +372,7 @@ class Posterior:
         X,
         prior: Prior,
         map_params: GMMParams,
+        map_diagnostics=None,
         map_estimator=None,
         sample_stats=None,
         relabeled: bool = False,
@@ -753,13 +387,41 @@ class Posterior:
         self.X = np.asarray(X)
         self.prior = prior
         self.map_params = map_params
-        self.map_estimator = map_estimator
+        self.map_diagnostics = dict(map_diagnostics or {})
+        if map_estimator is not None and not self.map_diagnostics:
+            self.map_diagnostics = {
+                "lower_bound": float(map_estimator.lower_bound_),
+                "n_iter": int(map_estimator.n_iter_),
+                "converged": bool(map_estimator.converged_),
+                "n_init": int(getattr(map_estimator, "n_init", 1)),
+            }
+        self._map_estimator = map_estimator
         self.sample_stats = dict(sample_stats or {})
         self.relabeled = bool(relabeled)
         self.feature_names = None if feature_names is None else [str(f) for f in feature_names]
         self.settings = dict(settings or {})
 
     # --- shapes ---------------------------------------------------------------------------
+    @property
+    def map_estimator(self):
+        """``map_params`` as a fitted GaussianMixture (see the class docstring), or None."""
+        if self._map_estimator is None and self.map_diagnostics:
+            from .estimator import GaussianMixture  # the facade, only when asked for
+
+            d = self.map_diagnostics
+            self._map_estimator = GaussianMixture.from_params(
+                self.map_params,
+                prior=self.prior,
+                lower_bound=d.get("lower_bound", float("nan")),
+                n_iter=d.get("n_iter", 0),
+                converged=d.get("converged", True),
+                reg_covar=0.0,
+                tol=1e-8,
+                max_iter=1000,
+                n_init=int(d.get("n_init", 4)),
+            )
+        return self._map_estimator
+
     @property
     def covariance_type(self) -> str:
         return self.draws.covariance_type
@@ -798,7 +460,8 @@ class Posterior:
             "X": self.X,
             "prior": self.prior,
             "map_params": self.map_params,
-            "map_estimator": self.map_estimator,
+            "map_diagnostics": self.map_diagnostics,
+            "map_estimator": self._map_estimator,
             "sample_stats": self.sample_stats,
             "relabeled": self.relabeled,
             "feature_names": self.feature_names,
@@ -946,9 +609,15 @@ class Posterior:
         from .convert import read_inference_data
 
         parts = read_inference_data(idata)
-        info = parts.pop("map_info")
-        map_estimator = _estimator_from_params(parts["map_params"], parts["prior"], info)
-        return cls(parts.pop("draws"), map_estimator=map_estimator, **parts)
+        info = parts.pop("map_info") or {}
+        # Files written before map diagnostics were kept still give a MAP estimator.
+        diagnostics = {
+            "lower_bound": float(info.get("lower_bound", np.nan)),
+            "n_iter": int(info.get("n_iter", 0)),
+            "converged": bool(info.get("converged", True)),
+            "n_init": int(info.get("n_init", 4)),
+        }
+        return cls(parts.pop("draws"), map_diagnostics=diagnostics, **parts)
 
     @classmethod
     def load(cls, path) -> Posterior:
@@ -969,32 +638,3 @@ class Posterior:
         from .io import save_posterior
 
         return save_posterior(self, path, overwrite=overwrite)
-
-
-def _estimator_from_params(params: GMMParams, prior: Prior, info: dict | None = None):
-    """A fitted GaussianMixture holding ``params`` (for posteriors loaded from files)."""
-    from .em import EMResult
-    from .estimator import GaussianMixture
-
-    info = info or {}
-    est = GaussianMixture(
-        params.n_components,
-        covariance_type=params.covariance_type,
-        prior=prior,
-        reg_covar=0.0,
-        tol=1e-8,
-        max_iter=1000,
-        n_init=4,
-    )
-    lb = float(info.get("lower_bound", np.nan))
-    n_iter = int(info.get("n_iter", 0))
-    res = EMResult(
-        jax.tree_util.tree_map(lambda a: a[None], params),
-        jnp.asarray([lb]),
-        jnp.full((1, max(n_iter, 1)), lb),
-        jnp.asarray([n_iter]),
-        jnp.asarray([bool(info.get("converged", True))]),
-        jnp.asarray([False]),
-    )
-    est._store(res, 0, prior, params.n_features)
-    return est

@@ -56,7 +56,7 @@ def min_bulk_ess(weights, means, covariances, map_params):
     import numpy as np
 
     from bayesgmm import GMMParams
-    from bayesgmm.posterior import permute_draws, relabel_draws
+    from bayesgmm.relabel import permute_draws, relabel_draws
 
     draws = GMMParams(weights, means, covariances, "full", validate=False)
     perms = relabel_draws(draws, map_params)
@@ -84,7 +84,7 @@ def bench_bayesgmm(X):
     import numpy as np
 
     from bayesgmm import fit_posterior
-    from bayesgmm import posterior as P
+    from bayesgmm import sampler as P
 
     timings = {}
     real = P._sample_nuts
@@ -124,6 +124,74 @@ def bench_bayesgmm(X):
         "ess_per_s_whole_first_call": ess / first_call,
         "ess_per_s_whole_later_calls": ess / second_call,
         "divergences": int(np.sum(post.sample_stats["diverging"])),
+    }
+
+
+def bench_numpyro_mcmc(X, chain_method="sequential"):
+    """The same model, start and settings through ``numpyro.infer.MCMC`` (NumPyro's own
+    driver) with ``jit_model_args=True``: issue "One straight house" asks to keep it unless it
+    cannot hold bayesgmm's speed. Two runs of one MCMC object (the second with new data of the
+    same shape), then a new MCMC object, as a user calling fit repeatedly would."""
+    import jax
+    import numpy as np
+    import numpyro
+    from numpyro.infer import MCMC, NUTS
+
+    from bayesgmm import Prior
+    from bayesgmm.model import SITE_NAMES, gmm_model
+    from bayesgmm.posterior import _map_start
+    from bayesgmm.sampler import NUTSSettings, _jittered_init
+
+    prior = Prior.default(X, K, "full")
+    start = _map_start(X, K, "full", prior, jax.random.key(0)).params
+    settings = NUTSSettings(K, "full", NUM_WARMUP, NUM_SAMPLES, 0.8, 10, False, 0)
+    init_z = _jittered_init(jax.random.key(1), X, start, prior, settings, NUM_CHAINS, 1.0)
+
+    def make():
+        return MCMC(
+            NUTS(gmm_model),
+            num_warmup=NUM_WARMUP,
+            num_samples=NUM_SAMPLES,
+            num_chains=NUM_CHAINS,
+            chain_method=chain_method,
+            jit_model_args=True,
+            progress_bar=False,
+        )
+
+    kwargs = {"n_components": K, "covariance_type": "full", "prior": prior}
+    mcmc = make()
+    t = time.perf_counter()
+    mcmc.run(jax.random.key(2), X, init_params=init_z, **kwargs)
+    jax.block_until_ready(mcmc.get_samples())
+    first = time.perf_counter() - t
+    X2 = X + 1e-3  # new data, same shape: jit_model_args should reuse the program
+    t = time.perf_counter()
+    mcmc.run(jax.random.key(3), X2, init_params=init_z, **kwargs)
+    jax.block_until_ready(mcmc.get_samples())
+    second = time.perf_counter() - t
+    t = time.perf_counter()
+    fresh = make()
+    fresh.run(jax.random.key(3), X, init_params=init_z, **kwargs)
+    samples = fresh.get_samples(group_by_chain=True)
+    jax.block_until_ready(samples)
+    new_object = time.perf_counter() - t
+    w, m, c = (np.asarray(samples[s]) for s in SITE_NAMES)
+    ess, rhat = min_bulk_ess(w, m, c, start)
+    div = int(np.sum(np.asarray(fresh.get_extra_fields()["diverging"])))
+    return {
+        "system": f"numpyro.infer.MCMC (NumPyro {numpyro.__version__}), jit_model_args=True, "
+        f"chains {chain_method}",
+        "sampling_s": second,
+        "compile_s": first - second,
+        "first_call_s": first,
+        "second_call_s": second,
+        "new_object_s": new_object,
+        "min_ess_bulk": ess,
+        "max_rhat": rhat,
+        "ess_per_s_sampling": ess / second,
+        "ess_per_s_whole_first_call": ess / first,
+        "ess_per_s_whole_later_calls": ess / new_object,
+        "divergences": div,
     }
 
 
@@ -307,6 +375,8 @@ def run_one(name, devices, cores):
     X = make_data()
     if name == "bayesgmm":
         return bench_bayesgmm(X)
+    if name.startswith("numpyro-mcmc"):
+        return bench_numpyro_mcmc(X, name.removeprefix("numpyro-mcmc-") or "sequential")
     gm = map_fit(X)
     if name == "stan":
         return bench_stan(X, gm)
@@ -315,7 +385,16 @@ def run_one(name, devices, cores):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["bayesgmm", "pymc", "stan"])
+    parser.add_argument(
+        "--only",
+        choices=[
+            "bayesgmm",
+            "numpyro-mcmc-sequential",
+            "numpyro-mcmc-vectorized",
+            "pymc",
+            "stan",
+        ],
+    )
     parser.add_argument("--skip", nargs="*", default=[])
     parser.add_argument(
         "--devices",
@@ -343,7 +422,7 @@ def main():
         runs.append(("bayesgmm", ["--devices", str(devices), "--draws", str(args.draws)]))
     runs += [
         (s, ["--pymc-cores", str(args.pymc_cores), "--draws", str(args.draws)])
-        for s in ("stan", "pymc")
+        for s in ("numpyro-mcmc-sequential", "numpyro-mcmc-vectorized", "stan", "pymc")
     ]
     rows = []
     for name, extra in runs:
@@ -372,13 +451,14 @@ def print_table(rows):
         "after relabeling\n"
     )
     print(
-        "| system | sampling s | compile / set-up s | min bulk ESS | max R-hat | "
-        "ESS/s sampling | ESS/s whole first call | divergences |"
+        "| system | sampling s | compile / set-up s | later call s | min bulk ESS | max R-hat "
+        "| ESS/s sampling | ESS/s whole first call | divergences |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        later = r.get("new_object_s", r.get("second_call_s", float("nan")))
         print(
-            f"| {r['system']} | {r['sampling_s']:.1f} | {r['compile_s']:.1f} | "
+            f"| {r['system']} | {r['sampling_s']:.1f} | {r['compile_s']:.1f} | {later:.1f} | "
             f"{r['min_ess_bulk']:.0f} | {r['max_rhat']:.3f} | {r['ess_per_s_sampling']:.0f} | "
             f"{r['ess_per_s_whole_first_call']:.0f} | {r['divergences']} |"
         )

@@ -392,6 +392,13 @@ def test_posterior_round_trip_every_covariance_type(tmp_path, data, covariance_t
     np.testing.assert_array_equal(loaded.predict_proba(data), post.predict_proba(data))
     np.testing.assert_array_equal(loaded.score_samples(data), post.score_samples(data))
     np.testing.assert_array_equal(loaded.sample(7, seed=2)[0], post.sample(7, seed=2)[0])
+    # The MAP start's diagnostics survive the file, and its estimator is rebuilt from them.
+    assert loaded.map_diagnostics == post.map_diagnostics
+    assert loaded.map_diagnostics["n_init"] == post.map_estimator.n_init
+    est = loaded.map_estimator
+    assert est.lower_bound_ == post.map_estimator.lower_bound_
+    assert est.n_iter_ == post.map_estimator.n_iter_
+    np.testing.assert_array_equal(est.predict(data), post.map_estimator.predict(data))
 
 
 def test_posterior_file_is_plain_arviz_netcdf(tmp_path, data):

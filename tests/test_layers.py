@@ -6,8 +6,8 @@ The layers (docs/architecture.md explains them):
 
 0. base: exceptions, version, JAX configuration, compilation and key helpers, validation;
 1. core: the maths every path shares (covariance types, parameter containers, densities);
-2. engines: k-means, hierarchical clustering, EM, the NumPyro model, file formats, ArviZ
-   conversion;
+2. engines: k-means, hierarchical clustering, EM, the NumPyro model, the NUTS driver,
+   relabeling, file formats, ArviZ conversion;
 3. faces: the estimator, model selection, the posterior;
 4. leaves: plotting, the command line, data sets, the package root.
 
@@ -32,7 +32,7 @@ PACKAGE = Path(bayesgmm.__file__).parent
 LAYERS = {
     0: ("_exceptions", "_version", "_jax", "_compile", "_random", "_validation"),
     1: ("covariance", "params", "density"),
-    2: ("kmeans", "hc", "em", "model", "io", "convert"),
+    2: ("kmeans", "hc", "em", "model", "sampler", "relabel", "io", "convert"),
     3: ("estimator", "selection", "posterior"),
     4: ("plotting", "cli", "datasets", "__main__", "__init__"),
 }
@@ -197,3 +197,20 @@ def test_version_comes_from_the_package_metadata():
     from importlib.metadata import version
 
     assert bayesgmm.__version__ == version("bayesgmm")
+
+
+def test_the_bayesian_path_stands_on_em_not_on_the_estimator():
+    # fit_posterior's MAP start comes from em.fit_best; the scikit-learn facade is imported
+    # only when a user asks a Posterior for map_estimator.
+    code = (
+        "import sys, numpy as np\n"
+        "from bayesgmm.posterior import fit_posterior\n"
+        "X = np.concatenate([np.zeros((20, 1)), np.ones((20, 1)) * 4])\n"
+        "X = X + np.random.default_rng(0).normal(size=X.shape)\n"
+        "p = fit_posterior(X, 2, covariance_type='spherical', num_warmup=20, num_samples=10,\n"
+        "                  num_chains=1, progress_bar=False)\n"
+        "before = 'bayesgmm.estimator' in sys.modules\n"
+        "est = p.map_estimator\n"
+        "print(before, type(est).__name__, est.lower_bound_ == p.map_diagnostics['lower_bound'])"
+    )
+    assert _run(code) == "False GaussianMixture True"

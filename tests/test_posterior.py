@@ -25,7 +25,7 @@ from bayesgmm import (
     Prior,
     fit_posterior,
 )
-from bayesgmm import posterior as posterior_module
+from bayesgmm import sampler as posterior_module
 from bayesgmm.posterior import permute_draws
 
 TRUE_WEIGHTS = np.array([0.4, 0.3, 0.3])
