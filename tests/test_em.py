@@ -345,3 +345,108 @@ def test_fit_em_restarts_bookkeeping():
     assert res.params.weights.shape == (3, 3)
     # Restarts start from different random draws, so they are not all identical runs.
     assert len({round(float(v), 9) for v in np.asarray(res.params.means[:, 0, 0])}) > 1
+
+
+# --- the best of n_init runs (em.fit_best: what GaussianMixture and fit_posterior call) ------
+
+
+def test_fit_best_is_the_best_sound_run_of_fit_em():
+    X = _overlapping_data()
+    kwargs = dict(n_init=4, init_params="random", max_iter=300, tol=1e-6)
+    res = em.fit_em(jax.random.key(3), X, 3, "full", **kwargs)
+    fit = em.fit_best(jax.random.key(3), X, 3, "full", **kwargs)
+    best = int(np.argmax(np.asarray(res.lower_bound)))
+    assert fit.best == best and not fit.failed.any()
+    assert fit.lower_bound == float(res.lower_bound[best])
+    assert fit.n_iter == int(res.n_iter[best]) and fit.lower_bounds.shape == (fit.n_iter,)
+    assert_allclose(np.asarray(fit.params.means), np.asarray(res.params.means[best]))
+    # Precisions from the chosen covariances (scikit-learn's precisions_ convention).
+    covs = np.asarray(fit.params.covariances)
+    assert_allclose(fit.precisions, np.linalg.inv(covs), rtol=1e-10)
+    assert_allclose(
+        fit.precisions_cholesky @ np.swapaxes(fit.precisions_cholesky, -1, -2),
+        fit.precisions,
+        rtol=1e-10,
+    )
+    # GaussianMixture stores exactly the run fit_best chooses from the same key.
+    from bayesgmm._random import as_key
+
+    gm = GaussianMixture(3, random_state=7, **kwargs).fit(X)
+    seven = em.fit_best(as_key(7), X, 3, "full", **kwargs)
+    assert gm.lower_bound_ == seven.lower_bound and gm.n_iter_ == seven.n_iter
+    assert_allclose(gm.means_, np.asarray(seven.params.means), rtol=0, atol=0)
+
+
+def test_fit_best_discards_failed_runs_and_raises_when_none_is_left():
+    # Two identical points and one component each: with reg_covar=0 every full covariance is
+    # singular, so no run can be returned.
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        em.fit_best(jax.random.key(0), X, 2, "full", n_init=2, reg_covar=0.0)
+
+
+def test_from_params_serves_given_parameters_like_a_fit():
+    X = _overlapping_data()
+    gm = GaussianMixture(3, covariance_type="tied", random_state=0).fit(X)
+    rebuilt = GaussianMixture.from_params(
+        gm.params_, lower_bound=gm.lower_bound_, n_iter=gm.n_iter_, converged=gm.converged_
+    )
+    assert rebuilt.covariance_type == "tied" and rebuilt.n_components == 3
+    assert_allclose(rebuilt.score_samples(X), gm.score_samples(X), rtol=1e-12)
+    assert_allclose(rebuilt.precisions_cholesky_, gm.precisions_cholesky_, rtol=1e-12)
+    assert rebuilt.lower_bound_ == gm.lower_bound_ and rebuilt.bic(X) == gm.bic(X)
+    with pytest.raises(TypeError, match="without batch axes"):
+        GaussianMixture.from_params(em.fit_em(jax.random.key(0), X, 2, n_init=2).params)
+
+
+# --- fit_em against the reference iteration (em.reference_em), on both sides of its seams ----
+
+
+def _reference_case(n, d, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (k, d))
+    X = centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) * rng.uniform(0.5, 2, d)
+    return X.astype(dtype)
+
+
+_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.mark.parametrize(
+    "n, d, k, dtype, with_prior, covariance_type",
+    # Small: one block, XLA optimisation level 0, the centred kernels (default path).
+    [(200, 2, 3, np.float64, p, ct) for ct in _TYPES for p in (False, True)]
+    # Two row blocks (density.block_rows(4, 8) = 4096) and n K d^2 above SMALL_WORK: the
+    # default optimisation level and, in float64, the expanded kernels with their rounding
+    # guards; under a prior and in float32 for two types (each case compiles two programs).
+    + [(5000, 8, 4, np.float64, False, ct) for ct in _TYPES]
+    + [(5000, 8, 4, np.float64, True, ct) for ct in ("full", "diag")]
+    + [(5000, 8, 4, np.float32, False, ct) for ct in ("tied", "spherical")],
+)
+def test_fit_em_repeats_the_reference_iteration(n, d, k, dtype, with_prior, covariance_type):
+    X = _reference_case(n, d, k, dtype)
+    prior = Prior.default(X, k, covariance_type) if with_prior else None
+    start = em.fit_em(jax.random.key(1), X, k, covariance_type, max_iter=0, prior=prior).params
+    start = jax.tree_util.tree_map(lambda a: a[0], start)
+    # tol=0: neither run converges, so both make all 25 iterations.
+    ref = em.reference_em(X, start, prior=prior, reg_covar=1e-6, tol=0.0, max_iter=25)
+    fast = em.fit_em(
+        jax.random.key(1),
+        X,
+        k,
+        covariance_type,
+        params_init=start,
+        prior=prior,
+        tol=0.0,
+        max_iter=25,
+    )
+    assert int(ref.n_iter) == int(fast.n_iter[0]) == 25
+    assert not bool(ref.failed) and not bool(fast.failed[0])
+    # float64: the two differ by the order of summation only (and the expanded kernels'
+    # guarded rounding, bounded at 1e-7 on a squared distance), ~1e-12 after 25 iterations.
+    # float32: eps 1.2e-7 amplified by 25 iterations of a well-separated mixture.
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    assert_allclose(np.asarray(fast.lower_bounds[0]), np.asarray(ref.lower_bounds), rtol=rtol)
+    for a, b in zip(fast.params.tree_flatten()[0], ref.params.tree_flatten()[0]):
+        assert np.asarray(a).dtype == dtype
+        assert_allclose(np.asarray(a)[0], np.asarray(b), rtol=rtol * 100, atol=rtol * 100)
