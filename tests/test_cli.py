@@ -362,6 +362,7 @@ def test_fit_nuts_saves_a_relabeled_posterior(files, X, capsys, tmp_path):
     np.testing.assert_allclose(np.sort(means[:, 0]), [0.0, 5.0], atol=0.6)
 
 
+@pytest.mark.extended  # the same command in-process: test_posterior_sample_predict_diagnose
 def test_subprocess_diagnose(X, tmp_path):
     post = make_posterior(X, "tied", n_chains=2, n_draws=20)
     post.save(tmp_path / "post.nc")

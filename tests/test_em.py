@@ -3,6 +3,7 @@ maximiser of its objective, and the structural identities between covariance typ
 
 import warnings
 
+import _suite
 import jax
 import numpy as np
 import pytest
@@ -415,13 +416,18 @@ _TYPES = ("full", "tied", "diag", "spherical")
 @pytest.mark.parametrize(
     "n, d, k, dtype, with_prior, covariance_type",
     # Small: one block, XLA optimisation level 0, the centred kernels (default path).
-    [(200, 2, 3, np.float64, p, ct) for ct in _TYPES for p in (False, True)]
+    [(200, 2, 3, np.float64, False, ct) for ct in _TYPES]
+    + [(200, 2, 3, np.float64, True, ct) for ct in ("full", "diag")]
+    + _suite.extended(*[(200, 2, 3, np.float64, True, ct) for ct in ("tied", "spherical")])
     # Two row blocks (density.block_rows(4, 8) = 4096) and n K d^2 above SMALL_WORK: the
     # default optimisation level and, in float64, the expanded kernels with their rounding
-    # guards; under a prior and in float32 for two types (each case compiles two programs).
-    + [(5000, 8, 4, np.float64, False, ct) for ct in _TYPES]
-    + [(5000, 8, 4, np.float64, True, ct) for ct in ("full", "diag")]
-    + [(5000, 8, 4, np.float32, False, ct) for ct in ("tied", "spherical")],
+    # guards; under a prior and in float32 (each case compiles two programs).
+    + [(5000, 8, 4, np.float64, False, ct) for ct in ("full", "tied")]
+    + _suite.extended(*[(5000, 8, 4, np.float64, False, ct) for ct in ("diag", "spherical")])
+    + [(5000, 8, 4, np.float64, True, "full"), (5000, 8, 4, np.float32, False, "tied")]
+    + _suite.extended(
+        (5000, 8, 4, np.float64, True, "diag"), (5000, 8, 4, np.float32, False, "spherical")
+    ),
 )
 def test_fit_em_repeats_the_reference_iteration(n, d, k, dtype, with_prior, covariance_type):
     X = _reference_case(n, d, k, dtype)

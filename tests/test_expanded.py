@@ -8,6 +8,7 @@ bound holds, each guard refuses the case it exists for, and a refused fit still 
 centred kernels alone end.
 """
 
+import _suite
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,6 +52,8 @@ def _assert_same_run(a, b, rtol=RTOL):
         assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-300)
 
 
+# Every type also runs both kernel families against em.reference_em (test_em.py).
+@pytest.mark.parametrize("covariance_type", _suite.types("full", "tied"))
 @pytest.mark.parametrize("with_prior", [False, True], ids=["ml", "map"])
 def test_expanded_iterations_equal_centred(covariance_type, with_prior):
     X = _offset_blobs()

@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import _suite
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -136,6 +137,9 @@ def test_log_joint_matches_scipy(data, covariance_type):
         np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
+# The log joint matches scipy for every type (test_log_joint_matches_scipy); the pointwise
+# split and the prior predictive run for a dense and a diagonal type in the default suite.
+@pytest.mark.parametrize("covariance_type", _suite.types("full", "diag"))
 def test_pointwise_log_likelihood_is_density_log_prob(data, covariance_type):
     prior = Prior.default(data, K, covariance_type)
     values = prior_draws(covariance_type, prior, 1, seed=4)[0]
@@ -204,6 +208,7 @@ def test_map_em_is_a_local_maximum_of_the_log_joint(data, covariance_type):
     assert np.all(values[1:] < values[0]), values[0] - values[1:].max()
 
 
+@pytest.mark.parametrize("covariance_type", _suite.types("full", "diag"))
 def test_prior_predictive_runs_without_data(covariance_type):
     X = np.random.default_rng(0).normal(size=(30, 2))
     prior = Prior.default(X, K, covariance_type)

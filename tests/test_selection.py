@@ -301,6 +301,7 @@ REAL_DATA = {
 }
 
 
+@pytest.mark.extended  # 27-38 s; the Old Faithful test above checks against mclust in the suite
 @pytest.mark.parametrize("name", list(REAL_DATA))
 def test_real_data_best_bic_equals_brute_force(name):
     ref = _reference()
