@@ -28,7 +28,7 @@ from .em import BestFit, fit_best
 from .model import SITE_NAMES
 from .params import GMMParams, Prior
 from .relabel import _flatten_batch, permute_draws, relabel_draws
-from .sampler import CHAIN_METHODS, _n_parallel_devices, _Settings, run_nuts, sample_stats
+from .sampler import nuts_settings, resolve_chain_method, run_nuts, sample_stats
 
 __all__ = ["fit_posterior", "Posterior", "DivergenceWarning", "relabel_draws", "permute_draws"]
 
@@ -175,12 +175,7 @@ def fit_posterior(
     X = check_data(X, min_samples=2)
     n_components = check_positive_int(n_components, "n_components")
     covariance_type = check_covariance_type(covariance_type)
-    num_warmup = check_positive_int(num_warmup, "num_warmup", minimum=0)
-    num_samples = check_positive_int(num_samples, "num_samples")
     num_chains = check_positive_int(num_chains, "num_chains")
-    max_tree_depth = check_positive_int(max_tree_depth, "max_tree_depth")
-    if not (isinstance(target_accept_prob, float | int) and 0 < target_accept_prob < 1):
-        raise ValueError(f"target_accept_prob must be in (0, 1); got {target_accept_prob!r}")
     if not (isinstance(jitter, float | int) and jitter >= 0 and math.isfinite(jitter)):
         raise ValueError(f"jitter must be a finite number >= 0; got {jitter!r}")
     if X.shape[0] < n_components:
@@ -188,16 +183,19 @@ def fit_posterior(
             f"Expected n_samples >= n_components but got n_components = {n_components}, "
             f"n_samples = {X.shape[0]}"
         )
-    if chain_method is None:
-        chain_method = (
-            "parallel" if jax.local_device_count() > 1 and num_chains > 1 else "sequential"
-        )
-    if chain_method not in CHAIN_METHODS:
-        raise ValueError(f"chain_method must be one of {CHAIN_METHODS}; got {chain_method!r}")
-    if chain_method == "parallel" and _n_parallel_devices(num_chains) == 1:
-        chain_method = "sequential"
     if progress_bar is None:
         progress_bar = bool(getattr(sys.stdout, "isatty", lambda: False)())
+    settings = nuts_settings(
+        n_components,
+        covariance_type,
+        num_warmup,
+        num_samples,
+        target_accept_prob,
+        max_tree_depth,
+        dense_mass,
+        progress_bar,
+    )
+    chain_method = resolve_chain_method(chain_method, num_chains)
     prior = _resolve_prior(prior, X, n_components, covariance_type).astype(X.dtype)
 
     key = as_key(seed)
@@ -207,17 +205,6 @@ def fit_posterior(
     )
     # With one start per chain, the first is the relabeling pivot.
     map_params = start if not start.batch_shape else jax.tree_util.tree_map(lambda a: a[0], start)
-    total = num_warmup + num_samples
-    settings = _Settings(
-        n_components,
-        covariance_type,
-        num_warmup,
-        num_samples,
-        float(target_accept_prob),
-        max_tree_depth,
-        bool(dense_mass),
-        max(1, total // 100) if progress_bar else 0,
-    )
     out = run_nuts(
         (key_jitter, key_nuts),
         X,
@@ -243,18 +230,18 @@ def fit_posterior(
         sample_stats=sample_stats(out),
         feature_names=feature_names,
         settings={
-            "num_warmup": num_warmup,
-            "num_samples": num_samples,
+            "num_warmup": settings.num_warmup,
+            "num_samples": settings.num_samples,
             "num_chains": num_chains,
             "chain_method": chain_method,
-            "target_accept_prob": float(target_accept_prob),
-            "max_tree_depth": max_tree_depth,
-            "dense_mass": bool(dense_mass),
+            "target_accept_prob": settings.target_accept_prob,
+            "max_tree_depth": settings.max_tree_depth,
+            "dense_mass": settings.dense_mass,
         },
     )
     if post.num_divergences:
         warnings.warn(
-            f"{post.num_divergences} of {num_chains * num_samples} NUTS transitions after "
+            f"{post.num_divergences} of {num_chains * settings.num_samples} NUTS transitions after "
             "warm-up diverged; the draws may be biased. Try target_accept_prob closer to 1, "
             "a different covariance_type or n_components, or rescaling X.",
             DivergenceWarning,

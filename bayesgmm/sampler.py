@@ -26,10 +26,18 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
 from ._compile import LOW_OPT
+from ._validation import check_positive_int
 from .model import SITE_NAMES, gmm_model
 from .params import GMMParams, Prior
 
-__all__ = ["CHAIN_METHODS", "NUTSSettings", "run_nuts", "sample_stats"]
+__all__ = [
+    "CHAIN_METHODS",
+    "NUTSSettings",
+    "nuts_settings",
+    "resolve_chain_method",
+    "run_nuts",
+    "sample_stats",
+]
 
 
 class _Settings(NamedTuple):
@@ -294,6 +302,51 @@ def _run_with_progress(keys, X, prior, init_z, settings, chain_method, progress_
 
 #: Public name of the static settings (the fields of ``_Settings``).
 NUTSSettings = _Settings
+
+
+def nuts_settings(
+    n_components: int,
+    covariance_type: str,
+    num_warmup,
+    num_samples,
+    target_accept_prob,
+    max_tree_depth,
+    dense_mass,
+    progress_bar: bool,
+) -> _Settings:
+    """Checked static settings of a run (``ValueError`` naming the bad one); the progress
+    bar, when on, is updated every 1% of the steps."""
+    num_warmup = check_positive_int(num_warmup, "num_warmup", minimum=0)
+    num_samples = check_positive_int(num_samples, "num_samples")
+    max_tree_depth = check_positive_int(max_tree_depth, "max_tree_depth")
+    if not (isinstance(target_accept_prob, float | int) and 0 < target_accept_prob < 1):
+        raise ValueError(f"target_accept_prob must be in (0, 1); got {target_accept_prob!r}")
+    total = num_warmup + num_samples
+    return _Settings(
+        n_components,
+        covariance_type,
+        num_warmup,
+        num_samples,
+        float(target_accept_prob),
+        max_tree_depth,
+        bool(dense_mass),
+        max(1, total // 100) if progress_bar else 0,
+    )
+
+
+def resolve_chain_method(chain_method: str | None, num_chains: int) -> str:
+    """The chain method a run uses: the default is 'parallel' when several devices exist
+    (and there are several chains), else 'sequential'; 'parallel' falls back to
+    'sequential' when no device count above one divides ``num_chains``."""
+    if chain_method is None:
+        chain_method = (
+            "parallel" if jax.local_device_count() > 1 and num_chains > 1 else "sequential"
+        )
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"chain_method must be one of {CHAIN_METHODS}; got {chain_method!r}")
+    if chain_method == "parallel" and _n_parallel_devices(num_chains) == 1:
+        chain_method = "sequential"
+    return chain_method
 
 
 def run_nuts(
