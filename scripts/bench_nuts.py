@@ -132,6 +132,8 @@ def bench_numpyro_mcmc(X, chain_method="sequential"):
     driver) with ``jit_model_args=True``: issue "One straight house" asks to keep it unless it
     cannot hold bayesgmm's speed. Two runs of one MCMC object (the second with new data of the
     same shape), then a new MCMC object, as a user calling fit repeatedly would."""
+    from functools import partial
+
     import jax
     import numpy as np
     import numpyro
@@ -149,7 +151,9 @@ def bench_numpyro_mcmc(X, chain_method="sequential"):
 
     def make():
         return MCMC(
-            NUTS(gmm_model),
+            # Static model arguments bound here: with jit_model_args=True every argument
+            # given to run() is traced, and strings cannot be.
+            NUTS(partial(gmm_model, n_components=K, covariance_type="full")),
             num_warmup=NUM_WARMUP,
             num_samples=NUM_SAMPLES,
             num_chains=NUM_CHAINS,
@@ -158,7 +162,7 @@ def bench_numpyro_mcmc(X, chain_method="sequential"):
             progress_bar=False,
         )
 
-    kwargs = {"n_components": K, "covariance_type": "full", "prior": prior}
+    kwargs = {"prior": prior}
     mcmc = make()
     t = time.perf_counter()
     mcmc.run(jax.random.key(2), X, init_params=init_z, **kwargs)
