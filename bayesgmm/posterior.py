@@ -83,18 +83,13 @@ def _map_start(X, n_components, covariance_type, prior, key) -> BestFit:
     )
 
 
-#: What a Posterior keeps of the MAP-EM run it started from (``Posterior.map_diagnostics``).
-MAP_DIAGNOSTICS = ("lower_bound", "n_iter", "converged", "n_init")
-
-
-def _diagnostics(fit: BestFit | None, n_init: int = 4) -> dict:
-    if fit is None:
-        return {}
+def _fit_diagnostics(fit: BestFit) -> dict:
+    """``map_diagnostics`` of the MAP-EM start fitted here."""
     return {
         "lower_bound": float(fit.lower_bound),
         "n_iter": int(fit.n_iter),
         "converged": bool(fit.converged),
-        "n_init": int(n_init),
+        "n_init": int(fit.failed.shape[0]),
     }
 
 
@@ -268,17 +263,12 @@ def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains
         # through the estimator, so the draws for a given seed are unchanged.
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         fit = _map_start(X, n_components, covariance_type, prior, as_key(seed))
-        return None, _diagnostics(fit), fit.params
+        return None, _fit_diagnostics(fit), fit.params
     if _is_estimator(init):
         if not hasattr(init, "params_"):
             raise ValueError("init is a GaussianMixture that is not fitted yet; call fit first")
         est, params = init, init.params_
-        diagnostics = {
-            "lower_bound": float(est.lower_bound_),
-            "n_iter": int(est.n_iter_),
-            "converged": bool(est.converged_),
-            "n_init": int(getattr(est, "n_init", 1)),
-        }
+        diagnostics = _estimator_diagnostics(est)
     elif isinstance(init, GMMParams):
         est, diagnostics, params = None, {}, init
     else:
@@ -302,6 +292,16 @@ def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains
     if not np.all(np.asarray(params.weights) > 0):
         raise ValueError("init weights must all be > 0 (the Dirichlet's support)")
     return est, diagnostics, params
+
+
+def _estimator_diagnostics(est) -> dict:
+    """``map_diagnostics`` of a fitted GaussianMixture used as the start."""
+    return {
+        "lower_bound": float(est.lower_bound_),
+        "n_iter": int(est.n_iter_),
+        "converged": bool(est.converged_),
+        "n_init": int(getattr(est, "n_init", 1)),
+    }
 
 
 def _is_estimator(obj) -> bool:
@@ -376,12 +376,7 @@ class Posterior:
         self.map_params = map_params
         self.map_diagnostics = dict(map_diagnostics or {})
         if map_estimator is not None and not self.map_diagnostics:
-            self.map_diagnostics = {
-                "lower_bound": float(map_estimator.lower_bound_),
-                "n_iter": int(map_estimator.n_iter_),
-                "converged": bool(map_estimator.converged_),
-                "n_init": int(getattr(map_estimator, "n_init", 1)),
-            }
+            self.map_diagnostics = _estimator_diagnostics(map_estimator)
         self._map_estimator = map_estimator
         self.sample_stats = dict(sample_stats or {})
         self.relabeled = bool(relabeled)
