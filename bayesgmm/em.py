@@ -690,9 +690,25 @@ def _pending(states: _LoopState, max_iter: int) -> bool:
 
 
 def _run_program(args, static) -> _LoopState:
-    """Run EM from the prepared arguments: the expanded kernels, handing stopped runs to the
-    centred ones until the expanded bound holds again (after 1, 2, 4, ... centred iterations,
-    so a run that keeps failing the bound costs at most a few refused steps)."""
+    """Run EM from the prepared arguments: the one fallback policy between the two kernels.
+
+    Small problems and float32 run ``"centred"`` only (exact at any offset; one program).
+    Otherwise each run moves between two states; every arrow is one compiled call over the
+    whole batch of restarts, and runs that are done (converged, failed or at ``max_iter``)
+    simply stop iterating inside it::
+
+        start --> EXPANDED --(every step's rounding bound holds)----------> done
+                     |   ^
+        a step's     |   | after c centred iterations, once the distance bound
+        bound fails: |   | holds again at the current parameters (mode "resume")
+        the step is  v   |
+        discarded   CENTRED (redoes the refused iteration exactly)
+                         c = 1, 2, 4, ... doubling at each hand-back
+
+    A run that keeps failing the bound costs at most a few refused steps, and its remaining
+    iterations are centred ones, so the result is always an exact EM run. Inside another
+    ``jit`` (no host to decide), stopped runs finish centred in the same trace.
+    """
     X, states, prior, tol, reg_covar, until = args
     max_iter, mode = static["max_iter"], static["mode"]
     program = _em_program.pick(*_problem_size(args), data=X)
