@@ -698,6 +698,8 @@ def failures(results):
 
 
 def main(argv=None):
+    from bayesgmm._compile import release_compiled_programs
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", choices=("full", "ci"), default="full")
     parser.add_argument("--types", default=",".join(TYPES))
@@ -721,6 +723,9 @@ def main(argv=None):
     for i, (case, case_groups) in enumerate(todo):
         t0 = time.perf_counter()
         results = run_case(case, case_groups)
+        # The full matrix compiles thousands of programs in one process: without this it
+        # reached vm.max_map_count and died ("LLVM compilation error: Cannot allocate memory").
+        release_compiled_programs()
         n_checks += len(results)
         bad = failures(results)
         n_fail += len(bad)

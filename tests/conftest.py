@@ -61,40 +61,21 @@ def em_kernels(request, monkeypatch):
     return request.param
 
 
-def _memory_mappings() -> int | None:
-    try:
-        with open("/proc/self/maps") as f:
-            return sum(1 for _ in f)
-    except OSError:  # not Linux: no count, so clear after every module
-        return None
-
-
-#: Clear when a worker holds more mappings than this (Linux's default limit is 65530).
-MAX_MAPPINGS = 20_000
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Drop JAX's compiled programs once a worker holds many of them.
+    """Drop JAX's compiled programs once a worker holds many of them
+    (:func:`bayesgmm._compile.release_compiled_programs`, above 20000 memory mappings).
 
-    Each worker keeps every program it compiled (one per function, shape and dtype), about
-    5 memory mappings each. In a full run of the suite on the 2-core machine both workers
-    died compiling ("Fatal Python error: Aborted" in backend_compile_and_load, reported by
-    xdist as "node down: Not properly terminated") when they reached the kernel's
-    ``vm.max_map_count`` (65530; a survivor stood at 64395). ``jax.clear_caches()`` returns
-    the mappings (2007 -> 508 after 300 compiles). Clearing only above ``MAX_MAPPINGS`` keeps
-    programs that later modules share (the same data shapes recur across modules).
+    In a full run of the suite on the 2-core machine both workers died compiling ("Fatal
+    Python error: Aborted" in backend_compile_and_load, reported by xdist as "node down: Not
+    properly terminated") when they reached the kernel's ``vm.max_map_count`` (65530; a
+    survivor stood at 64395). Clearing only above the threshold keeps programs that later
+    modules share (the same data shapes recur across modules).
     """
     yield
-    import gc
+    from bayesgmm._compile import release_compiled_programs
 
-    count = _memory_mappings()
-    if count is not None and count < MAX_MAPPINGS:
-        return
-    import jax
-
-    jax.clear_caches()
-    gc.collect()
+    release_compiled_programs(20_000)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,9 +7,11 @@ type, ``n_init`` and ``max_iter``), the initial M-step, and the EM program (see
 these tests check what compiles and that the results do not depend on the variant.
 """
 
+import sys
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -84,3 +86,20 @@ def test_max_iter_zero_returns_the_start_without_the_em_program(n_init):
     assert np.all(np.isnan(np.asarray(res.lower_bounds)))
     assert_array_equal(np.asarray(res.n_iter), np.zeros(n_init))
     assert not np.any(np.asarray(res.converged)) and not np.any(np.asarray(res.failed))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_release_compiled_programs_returns_their_memory_mappings():
+    # The suite and the full matrix rely on this to stay under vm.max_map_count.
+    from bayesgmm._compile import memory_mappings, release_compiled_programs
+
+    f = jax.jit(lambda x: jnp.sin(x) * 2 + 1)
+    release_compiled_programs(0)
+    before = memory_mappings()
+    for n in range(1, 101):
+        f(jnp.ones(n)).block_until_ready()
+    grown = memory_mappings()
+    assert grown > before + 100  # each executable holds several mappings
+    assert not release_compiled_programs(10**9)  # below the threshold: kept
+    assert release_compiled_programs(0)
+    assert memory_mappings() < grown - 100
