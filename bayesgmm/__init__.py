@@ -36,7 +36,7 @@ _LAZY = {
     "KMeans": "kmeans",
     "gmm_model": "model",
     "GMMParams": "params",
-    "Prior": "params",
+    "Prior": "prior",
     "Posterior": "posterior",
     "fit_posterior": "posterior",
     "select": "selection",
@@ -56,6 +56,9 @@ _SUBMODULES = (
     "params",
     "plotting",
     "posterior",
+    "prior",
+    "relabel",
+    "sampler",
     "selection",
 )
 

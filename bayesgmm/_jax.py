@@ -15,4 +15,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-__all__ = ["jax"]
+__all__ = ["jax", "is_concrete"]
+
+
+def is_concrete(x) -> bool:
+    """Whether ``x`` is a value (not a tracer inside ``jit``/``grad``/``vmap``), so that its
+    contents can be checked in NumPy."""
+    return not isinstance(x, jax.core.Tracer)

@@ -21,6 +21,7 @@ COVARIANCE_TYPE_NAMES = ("full", "tied", "diag", "spherical")
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 
 __all__ = [
+    "as_float_array",
     "check_data",
     "check_positive_int",
     "check_nonnegative_float",
@@ -31,6 +32,20 @@ __all__ = [
     "collapsed_runs",
     "check_default_prior_scale",
 ]
+
+
+def as_float_array(x, name: str) -> np.ndarray:
+    """``x`` as a NumPy array of finite real numbers, or a ``TypeError``/``ValueError`` naming
+    ``name``."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array of numbers") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers; got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
 
 
 def result_dtype(dtype) -> np.dtype:

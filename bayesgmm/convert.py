@@ -28,7 +28,8 @@ import numpy as np
 from . import density
 from ._random import as_key
 from .covariance import get_covariance_type
-from .params import GMMParams, Prior
+from .params import GMMParams
+from .prior import Prior, prior_family
 
 __all__ = ["to_inference_data", "read_inference_data"]
 
@@ -219,7 +220,7 @@ def read_inference_data(idata):
     const = idata.constant_data
     n_features = idata.observed_data["obs"].shape[-1]
     # ArviZ stores 0-d values with a length-1 dim; restore each hyperparameter's own shape.
-    shapes = {"mean_precision": (), "dof": (), "scale": ct.scale_shape(n_features)}
+    shapes = {"mean_precision": (), "dof": (), "scale": prior_family(ct).scale_shape(n_features)}
     prior = Prior(
         *(
             np.reshape(const[f"prior_{f}"].values, shapes[f])

@@ -8,12 +8,10 @@ shape ``(chain, draw)``); the batch axes lead the output.
 Rows are processed in blocks small enough for the per-block ``(rows, n_components,
 n_features)`` intermediates to stay in cache, so memory does not grow with that product.
 
-The same density has two forms here. The direct one (:func:`prepare`,
-:func:`weighted_log_prob_t`) takes differences against every component mean. The expanded one
-(:func:`prepare_expanded`, :func:`weighted_log_prob_expanded_t`) writes the squared distance
-as a matrix product of features of ``x - shift``. EM's float64 fast path uses the expanded
-form under rounding guards (see :mod:`bayesgmm.em`), and tests check both forms against
-``scipy.stats``.
+The density here takes differences against every component mean (:func:`prepare`,
+:func:`weighted_log_prob_t`), exact at any offset of the data. EM's float64 fast path has a
+second, expanded form of the same density (matrix products of features of ``x - shift``, under
+rounding guards) in :mod:`bayesgmm.em.expanded`; tests check both against ``scipy.stats``.
 """
 
 from __future__ import annotations
@@ -74,33 +72,6 @@ def weighted_log_prob_t(XT, prepared, covariance_type):
 
     offset, terms = prepared
     maha = get_covariance_type(covariance_type).sq_mahalanobis_t(XT, terms)
-    return offset[:, None] - 0.5 * maha
-
-
-def prepare_expanded(params: GMMParams, shift):
-    """Per-parameter-set quantities of the expanded form, for one shift ``s`` (d,).
-
-    Returns ``((offset, terms), far)``. ``offset`` (K,) is as in :func:`prepare`, ``terms``
-    is what :meth:`CovarianceType.expanded_maha_t` takes, and ``far`` (K,) is
-    ``|mu_k - s|^T |Lambda_k| |mu_k - s|``, which bounds the rounding of component k's
-    expanded distances. Unbatched parameters.
-    """
-    offset, prec_chol = log_offset(params)
-    terms, far = params.cov.expanded_terms(params.means, prec_chol, shift)
-    return (offset, terms), far
-
-
-def weighted_log_prob_expanded_t(UT, phi, prepared, covariance_type):
-    """``log w_k + log N(x_n | mu_k, Sigma_k)`` (K, rows) in the expanded form.
-
-    ``UT`` (d, rows) holds ``x - shift`` for the shift given to :func:`prepare_expanded`, and
-    ``phi`` is ``CovarianceType.features_t(UT)`` (F, rows). EM computes ``phi`` itself because
-    it reuses the features for the M-step's statistics.
-    """
-    from .covariance import get_covariance_type
-
-    offset, terms = prepared
-    maha = get_covariance_type(covariance_type).expanded_maha_t(UT, phi, terms)
     return offset[:, None] - 0.5 * maha
 
 

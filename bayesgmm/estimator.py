@@ -26,7 +26,8 @@ from ._validation import (
 )
 from .covariance import get_covariance_type
 from .em import FIT_FAILED_MESSAGE, INIT_METHODS, BestFit, fit_best, fit_summary  # noqa: F401
-from .params import GMMParams, Prior
+from .params import GMMParams
+from .prior import Prior
 
 __all__ = [
     "GaussianMixture",

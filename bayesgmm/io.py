@@ -215,7 +215,7 @@ def _version() -> str:
 
 def save_estimator(estimator, path, *, overwrite: bool = False) -> Path:
     """Save a fitted :class:`~bayesgmm.GaussianMixture` (format in the module docstring)."""
-    from .params import Prior
+    from .prior import Prior
 
     if not hasattr(estimator, "params_"):
         raise ValueError("this GaussianMixture is not fitted yet; call fit before saving it")
@@ -317,7 +317,8 @@ def read_estimator_file(path):
     :func:`bayesgmm.estimator.load_estimator` builds the ``GaussianMixture`` from them (the
     format module knows no estimator class).
     """
-    from .params import GMMParams, Prior
+    from .params import GMMParams
+    from .prior import Prior
 
     path = Path(path)
     try:

@@ -1,8 +1,9 @@
 """The NumPyro model: one Gaussian mixture with its assignments summed out.
 
 The model has three latent sites, ``weights`` (Dirichlet), ``means`` and ``covariances`` (the
-conjugate family of the covariance type, drawn by
-:meth:`~bayesgmm.covariance.CovarianceType.sample_components`), and one observed site ``obs``
+conjugate family of the covariance type: the distributions and plates of
+:func:`bayesgmm.prior.prior_family`, whose densities :func:`bayesgmm.prior.log_prior` sums for
+MAP-EM), and one observed site ``obs``
 whose log density is :func:`bayesgmm.density.log_prob` - the same ``logsumexp`` over
 components that the EM E-step, ``score_samples`` and the plots use. Its log joint at any
 parameters therefore equals ``n_samples`` times the MAP-EM objective (the log posterior per
@@ -13,6 +14,7 @@ normalised.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 
 import jax.numpy as jnp
 import numpyro
@@ -21,7 +23,8 @@ from numpyro.distributions import constraints
 
 from . import density
 from .covariance import get_covariance_type
-from .params import GMMParams, Prior
+from .params import GMMParams
+from .prior import Prior, prior_family, weight_distribution
 
 __all__ = ["gmm_model", "MixtureLikelihood", "SITE_NAMES"]
 
@@ -133,10 +136,30 @@ def gmm_model(
             raise ValueError(f"n_samples={n_samples} but X has {jnp.shape(X)[0]} rows")
         n_samples = jnp.shape(X)[0]
 
-    weights = numpyro.sample("weights", dist.Dirichlet(prior.weight_concentration))
-    means, covariances = ct.sample_components(prior, n_components, n_features)
+    weights = numpyro.sample("weights", weight_distribution(prior))
+    means, covariances = _component_sites(prior, n_components, n_features)
     params = GMMParams.tree_unflatten(ct.name, (weights, means, covariances))
     if n_samples is not None:
         with numpyro.plate("obs_plate", n_samples, dim=-1):
             numpyro.sample("obs", MixtureLikelihood(params), obs=X)
     return params
+
+
+def _plates(names, n_components: int, n_features: int) -> ExitStack:
+    """The plates ``names`` (innermost, ``dim=-1``, first) entered on one stack."""
+    sizes = {"component": n_components, "feature": n_features}
+    stack = ExitStack()
+    for i, name in enumerate(names):
+        stack.enter_context(numpyro.plate(name, sizes[name], dim=-1 - i))
+    return stack
+
+
+def _component_sites(prior: Prior, n_components: int, n_features: int):
+    """The ``covariances`` and ``means`` sites: the prior family's two distributions, under its
+    plates; returns ``(means, covariances)`` in the compact shapes."""
+    family = prior_family(prior.covariance_type)
+    with _plates(family.covariance_plates, n_components, n_features):
+        cov = numpyro.sample("covariances", family.covariance_distribution(prior))
+    with _plates(family.mean_plates, n_components, n_features):
+        means = numpyro.sample("means", family.mean_distribution(prior, cov))
+    return means, cov

@@ -1,4 +1,7 @@
-"""Parameter containers shared by every part of bayesgmm: ``GMMParams`` and ``Prior``.
+"""The parameter container shared by every part of bayesgmm: ``GMMParams``.
+
+(:class:`~bayesgmm.prior.Prior`, the other container, sits with its maths in
+:mod:`bayesgmm.prior` and is importable from here as before.)
 
 Both are JAX pytrees: their arrays are leaves (so they pass through ``jit``, ``vmap`` and
 NumPyro unchanged) and the covariance type is static auxiliary data (so it never becomes a
@@ -11,26 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _jax  # noqa: F401  (64-bit mode on before any array; see _jax)
+from ._jax import is_concrete
+from ._validation import as_float_array
 from .covariance import get_covariance_type
 
+# Prior lives in bayesgmm.prior with its maths; imported here so that ``bayesgmm.params.Prior``
+# (the path of files and pickles written before it moved) still names the same class.
+from .prior import Prior
+
 __all__ = ["GMMParams", "Prior"]
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _as_float_array(x, name):
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:
-        raise TypeError(f"{name} must be an array of numbers") from exc
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be an array of real numbers; got dtype {arr.dtype}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
 
 
 @jax.tree_util.register_pytree_node_class
@@ -72,11 +64,11 @@ class GMMParams:
     def __init__(self, weights, means, covariances, covariance_type="full", *, validate=True):
         ct = get_covariance_type(covariance_type)
         leaves = (weights, means, covariances)
-        concrete = all(_is_concrete(x) for x in leaves)
+        concrete = all(is_concrete(x) for x in leaves)
         if concrete:
-            weights = _as_float_array(weights, "weights")
-            means = _as_float_array(means, "means")
-            covariances = _as_float_array(covariances, "covariances")
+            weights = as_float_array(weights, "weights")
+            means = as_float_array(means, "means")
+            covariances = as_float_array(covariances, "covariances")
             dtype = np.result_type(weights.dtype, means.dtype, covariances.dtype, np.float32)
             weights, means, covariances = (
                 jnp.asarray(a, dtype=dtype) for a in (weights, means, covariances)
@@ -227,194 +219,4 @@ class GMMParams:
             f"GMMParams(covariance_type={self.covariance_type!r}, "
             f"n_components={self.n_components}, n_features={self.n_features}{batch}, "
             f"dtype={self.dtype})"
-        )
-
-
-def _check_hyper(value, name, shape, *, positive=True, minimum=None):
-    arr = _as_float_array(value, name)
-    if arr.shape != shape:
-        try:
-            arr = np.broadcast_to(arr, shape).copy()
-        except ValueError:
-            raise ValueError(f"{name} must have shape {shape}; got {arr.shape}") from None
-    if positive and np.any(arr <= 0):
-        raise ValueError(f"{name} must be positive; got {arr}")
-    if minimum is not None and np.any(arr < minimum):
-        raise ValueError(f"{name} must be >= {minimum}; got {arr}")
-    return arr
-
-
-@jax.tree_util.register_pytree_node_class
-class Prior:
-    """Conjugate prior shared by MAP-EM and the NumPyro model.
-
-    Weights ~ Dirichlet(``weight_concentration``). For each component (Fraley and Raftery 2007):
-
-    - ``full``: Sigma_k ~ InverseWishart(``dof``, ``scale``), mu_k | Sigma_k ~ N(``mean``,
-      Sigma_k / ``mean_precision``);
-    - ``tied``: one Sigma ~ InverseWishart(``dof``, ``scale``), each mu_k | Sigma ~ N(``mean``,
-      Sigma / ``mean_precision``);
-    - ``diag``: each variance sigma2_kj ~ InverseGamma(``dof``/2, ``scale``_j/2),
-      mu_kj | sigma2_kj ~ N(``mean``_j, sigma2_kj / ``mean_precision``);
-    - ``spherical``: sigma2_k ~ InverseGamma(``dof``/2, ``scale``/2),
-      mu_k | sigma2_k ~ N(``mean``, sigma2_k / ``mean_precision`` I).
-
-    Parameters
-    ----------
-    weight_concentration : array of shape (n_components,)
-        Dirichlet concentration; MAP-EM needs every entry >= 1 (1 is flat).
-    mean : array of shape (n_features,)
-        Prior mean of the component means.
-    mean_precision : float
-        Shrinkage kappa (> 0): the prior counts as this many observations at ``mean``.
-    dof : float
-        Degrees of freedom nu (> n_features - 1 for the Inverse-Wishart; > 0 otherwise).
-    scale : array
-        ``full``/``tied``: (d, d) positive definite; ``diag``: (d,) positive; ``spherical``: ().
-    covariance_type : str
-        Which structure the prior is for.
-    """
-
-    _fields = ("weight_concentration", "mean", "mean_precision", "dof", "scale")
-    __slots__ = _fields + ("covariance_type",)
-
-    def __init__(
-        self,
-        weight_concentration,
-        mean,
-        mean_precision,
-        dof,
-        scale,
-        covariance_type="full",
-    ):
-        ct = get_covariance_type(covariance_type)
-        values = (weight_concentration, mean, mean_precision, dof, scale)
-        if all(_is_concrete(v) for v in values):
-            mean = _as_float_array(mean, "mean")
-            if mean.ndim != 1:
-                raise ValueError(f"mean must have shape (n_features,); got {mean.shape}")
-            d = mean.shape[0]
-            wc = _as_float_array(weight_concentration, "weight_concentration")
-            if wc.ndim != 1:
-                raise ValueError(
-                    f"weight_concentration must have shape (n_components,); got {wc.shape}"
-                )
-            if np.any(wc <= 0):
-                raise ValueError(f"weight_concentration must be positive; got {wc}")
-            kappa = _check_hyper(mean_precision, "mean_precision", ())
-            min_dof = d - 1 if ct.name in ("full", "tied") else 0
-            dof_arr = _as_float_array(dof, "dof")
-            if dof_arr.shape != () or dof_arr <= min_dof:
-                raise ValueError(
-                    f"dof must be a scalar > {min_dof} for covariance_type={ct.name!r} "
-                    f"with {d} features; got {dof}"
-                )
-            scale_arr = _as_float_array(scale, "scale")
-            want = ct.scale_shape(d)
-            if scale_arr.shape != want:
-                raise ValueError(
-                    f"scale for covariance_type={ct.name!r} must have shape {want}; "
-                    f"got {scale_arr.shape}"
-                )
-            if ct.name in ("full", "tied"):
-                from .covariance import _check_pd_matrices
-
-                _check_pd_matrices(scale_arr, "scale")
-            elif np.any(scale_arr <= 0):
-                raise ValueError("scale must be positive")
-            dtype = np.result_type(mean.dtype, scale_arr.dtype, np.float32)
-            weight_concentration, mean, mean_precision, dof, scale = (
-                jnp.asarray(a, dtype) for a in (wc, mean, kappa, dof_arr, scale_arr)
-            )
-        for f, v in zip(self._fields, (weight_concentration, mean, mean_precision, dof, scale)):
-            object.__setattr__(self, f, v)
-        object.__setattr__(self, "covariance_type", ct.name)
-
-    @classmethod
-    def default(
-        cls,
-        X,
-        n_components: int,
-        covariance_type: str = "full",
-        *,
-        weight_concentration=1.0,
-        mean_precision=0.01,
-        dof=None,
-    ) -> Prior:
-        """mclust's ``defaultPrior`` (Fraley and Raftery 2007), computed from the data.
-
-        Prior mean the column means, shrinkage 0.01, degrees of freedom ``n_features + 2``,
-        scale the data covariance (``full``/``tied``), the feature variances (``diag``) or their
-        average (``spherical``), divided by ``n_components ** (2 / n_features)``.
-
-        Parameters
-        ----------
-        X : array of shape (n_samples, n_features)
-        n_components : int
-        covariance_type : str
-        weight_concentration : float or array of shape (n_components,), default 1 (flat)
-        mean_precision : float, default 0.01
-        dof : float, optional (default n_features + 2)
-        """
-        from ._validation import check_data, check_default_prior_scale, check_positive_int
-
-        n_components = check_positive_int(n_components, "n_components")
-        X = check_data(X, min_samples=2)
-        ct = get_covariance_type(covariance_type)
-        d = X.shape[1]
-        wc = np.broadcast_to(np.asarray(weight_concentration, X.dtype), (n_components,))
-        scale = ct.default_scale(X, n_components).astype(X.dtype)
-        check_default_prior_scale(X, scale)
-        return cls(
-            wc,
-            X.mean(axis=0),
-            mean_precision,
-            d + 2.0 if dof is None else dof,
-            scale,
-            ct.name,
-        )
-
-    @property
-    def cov(self):
-        return get_covariance_type(self.covariance_type)
-
-    @property
-    def n_components(self) -> int:
-        return self.weight_concentration.shape[-1]
-
-    @property
-    def n_features(self) -> int:
-        return self.mean.shape[-1]
-
-    def tree_flatten(self):
-        return tuple(getattr(self, f) for f in self._fields), self.covariance_type
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        for f, v in zip(cls._fields, children):
-            object.__setattr__(obj, f, v)
-        object.__setattr__(obj, "covariance_type", aux)
-        return obj
-
-    def __setattr__(self, name, value):
-        raise AttributeError("Prior is immutable")
-
-    def __reduce__(self):
-        return (
-            Prior,
-            tuple(np.asarray(getattr(self, f)) for f in self._fields) + (self.covariance_type,),
-        )
-
-    def astype(self, dtype) -> Prior:
-        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), self)
-
-    def to_numpy(self) -> dict[str, np.ndarray]:
-        return {f: np.asarray(getattr(self, f)) for f in self._fields}
-
-    def __repr__(self):
-        return (
-            f"Prior(covariance_type={self.covariance_type!r}, n_components={self.n_components}, "
-            f"n_features={self.n_features}, mean_precision={float(self.mean_precision):g}, "
-            f"dof={float(self.dof):g})"
         )

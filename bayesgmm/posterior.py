@@ -26,7 +26,8 @@ from ._validation import check_covariance_type, check_data, check_positive_int
 from .covariance import get_covariance_type
 from .em import BestFit, fit_best
 from .model import SITE_NAMES
-from .params import GMMParams, Prior
+from .params import GMMParams
+from .prior import Prior
 from .relabel import _flatten_batch, permute_draws, relabel_draws
 from .sampler import nuts_settings, resolve_chain_method, run_nuts, sample_stats
 

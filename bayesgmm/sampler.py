@@ -28,7 +28,8 @@ from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 from ._compile import LOW_OPT
 from ._validation import check_positive_int
 from .model import SITE_NAMES, gmm_model
-from .params import GMMParams, Prior
+from .params import GMMParams
+from .prior import Prior
 
 __all__ = [
     "CHAIN_METHODS",

@@ -52,7 +52,7 @@ from . import density
 from ._compile import LOW_OPT, SizedJit
 from ._random import as_key
 from ._validation import check_data
-from .covariance import COVARIANCE_TYPES, get_covariance_type
+from .covariance import COVARIANCE_TYPES, MOST_GENERAL, get_covariance_type
 from .estimator import GaussianMixture, n_parameters
 from .hc import hc
 
@@ -553,7 +553,7 @@ class _RobustSearch:
     def run(self, ks, types):
         cells = {}
         # 'full' first: the constrained types start from its responsibilities at the same K.
-        ordered = sorted(types, key=lambda t: t != "full")
+        ordered = sorted(types, key=lambda t: t != MOST_GENERAL)
         for k in sorted(set(ks)):
             if k > self.X.shape[0]:
                 continue
@@ -588,9 +588,9 @@ class _RobustSearch:
                     resp = _split_resp(self.X, previous.resp, c)
                     if resp is not None:
                         starts.append((f"split {c + 1} of K={k - 1}", resp))
-        full = cells.get((k, "full"))
-        if k > 1 and ct != "full" and full is not None and not full.collapsed:
-            starts.append(("full", full.resp))
+        full = cells.get((k, MOST_GENERAL))
+        if k > 1 and ct != MOST_GENERAL and full is not None and not full.collapsed:
+            starts.append((MOST_GENERAL, full.resp))
         return starts
 
     # --- fitting --------------------------------------------------------------------------

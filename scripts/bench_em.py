@@ -205,21 +205,23 @@ def time_split(X, k, covariance_type, w0, m0, cov0, repeats):
     params = GMMParams.tree_unflatten(
         covariance_type, tuple(jnp.asarray(a, X.dtype) for a in (w0, m0, cov0))
     )
-    ct = get_covariance_type(covariance_type)
+    ct = em.kernels_for(covariance_type)
     reg = jnp.asarray(1e-6, X.dtype)
-    if em.use_expanded(X.dtype, *X.shape[:1], k, X.shape[1]):
+    if em.expanded.use_expanded(X.dtype, *X.shape[:1], k, X.shape[1]):
         Xb, wb = to_blocks(X, k, em.EXPANDED_BLOCK_ROWS)
         XbT = jnp.swapaxes(Xb, 1, 2)
         shift = jnp.mean(X, axis=0)
-        one_pass = jax.jit(em._expanded_pass)
-        step = jax.jit(lambda p: em._expanded_step(Xb, wb, None, reg, ct.name)(p))
+        one_pass = jax.jit(em.expanded._expanded_pass)
+        step = jax.jit(lambda p: em.expanded._expanded_step(Xb, wb, None, reg, ct.name)(p))
         e = _median_time(lambda: one_pass(XbT, wb, params, shift), repeats)
         return e, _median_time(lambda: step(params), repeats) - e
     Xb, wb = to_blocks(X, k)
     XbT = jnp.swapaxes(Xb, 1, 2)
-    e = jax.jit(em._e_pass)
+    e = jax.jit(em.centred._e_pass)
     m = jax.jit(
-        lambda XbT, RbT, nk, sx: em._m_step_t(XbT, RbT, em.SufficientStats(nk, sx), ct, reg, None)
+        lambda XbT, RbT, nk, sx: em.reference._m_step_t(
+            XbT, RbT, em.SufficientStats(nk, sx), ct, reg, None
+        )
     )
     _, nk, sx, RbT = jax.block_until_ready(e(XbT, wb, params))
     return (
@@ -324,7 +326,7 @@ def main(argv=None):
             cov0 = initial_covariances(cov_full, k, ct)
             p0 = precisions_from(cov0, ct)
             ours, compile_s, res = time_ours(X, k, ct, w0, m0, cov0, args.max_iter, args.repeats)
-            kernels = "expanded" if em.use_expanded(X.dtype, n, k, d) else "centred"
+            kernels = "expanded" if em.expanded.use_expanded(X.dtype, n, k, d) else "centred"
             if args.no_sklearn:
                 sk, lb_diff = float("nan"), float("nan")
             else:

@@ -9,7 +9,7 @@ the code itself switches at several sizes. The shapes below cross all of them:
 * ``density.block_rows(K, d)`` (2**17 / (K d), clamped to [128, 16384]): one block, a padded
   last block, several blocks (``lax.map``);
 * ``bayesgmm._compile.SMALL_WORK`` (``n K d**2 = 1e5``): XLA optimisation level 0 below, and
-  EM's expanded float64 kernels above (``bayesgmm.em.use_expanded``);
+  EM's expanded float64 kernels above (``bayesgmm.em.expanded.use_expanded``);
 * ``EXPANDED_BLOCK_ROWS`` (1024) of EM's expanded pass, evened-out blocks;
 * 2**14 elements of a ``(d, rows)`` or ``(K d, rows)`` product (jaxlib 0.10.2's fusion);
 * n = 1 and n = K (the smallest data), d from 1 to 50, K from 1 to 20.
@@ -58,7 +58,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -697,6 +699,25 @@ def failures(results):
     return {k: v for k, v in results.items() if not v[0] <= v[1]}
 
 
+def _read_results(path) -> dict:
+    """``{label: record}`` of a --results file (missing file: empty)."""
+    out = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    out[record["label"]] = record
+    return out
+
+
+def _add_worst(worst, results, record):
+    for name, (err, tol) in results.items():
+        key = (name, record["covariance_type"], record["dtype"])
+        if key not in worst or err > worst[key][0]:
+            worst[key] = (err, tol, record["label"])
+
+
 def main(argv=None):
     from bayesgmm._compile import release_compiled_programs
 
@@ -707,6 +728,16 @@ def main(argv=None):
     parser.add_argument("--groups", default=",".join(GROUPS))
     parser.add_argument("--modes", default="jit,eager")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--results",
+        help="append every case's errors to this JSON-lines file as it finishes, and skip the "
+        "cases already in it (a long run can stop and resume, in several processes or sessions)",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the table from --results alone (every finished case), running nothing",
+    )
     args = parser.parse_args(argv)
 
     import bayesgmm  # noqa: F401  (float64)
@@ -716,31 +747,56 @@ def main(argv=None):
     groups = tuple(args.groups.split(","))
     modes = set(args.modes.split(","))
     todo = [(c, g) for c, g in plan(args.subset, types, dtypes, groups) if c.mode in modes]
+    done = _read_results(args.results) if args.results else {}
+    if args.report:
+        todo = []
     worst: dict = {}
     n_fail = 0
     n_checks = 0
-    start = time.perf_counter()
+    elapsed = 0.0
+    for record in done.values():
+        if record["covariance_type"] in types and record["dtype"] in dtypes:
+            n_checks += len(record["results"])
+            n_fail += len(failures(record["results"]))
+            elapsed += record["seconds"]
+            _add_worst(worst, record["results"], record)
+    todo = [(c, g) for c, g in todo if c.label not in done]
+    if done:
+        print(f"{len(done)} cases already in {args.results}; {len(todo)} to run", flush=True)
     for i, (case, case_groups) in enumerate(todo):
         t0 = time.perf_counter()
         results = run_case(case, case_groups)
         # The full matrix compiles thousands of programs in one process: without this it
         # reached vm.max_map_count and died ("LLVM compilation error: Cannot allocate memory").
         release_compiled_programs()
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
         n_checks += len(results)
         bad = failures(results)
         n_fail += len(bad)
-        for name, (err, tol) in results.items():
-            key = (name, case.covariance_type, case.dtype)
-            if key not in worst or err > worst[key][0]:
-                worst[key] = (err, tol, case.label)
+        record = {
+            "label": case.label,
+            "covariance_type": case.covariance_type,
+            "dtype": case.dtype,
+            "seconds": round(seconds, 2),
+            "results": {k: [float(e), float(t)] for k, (e, t) in results.items()},
+        }
+        _add_worst(worst, results, record)
+        if args.results:
+            with open(args.results, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if bad or args.verbose:
             print(
-                f"[{i + 1}/{len(todo)}] {case.label} ({time.perf_counter() - t0:.1f} s)"
+                f"[{i + 1}/{len(todo)}] {case.label} ({seconds:.1f} s)"
                 + "".join(f"\n    FAIL {k}: {e:.3g} > {t:g}" for k, (e, t) in bad.items()),
                 flush=True,
             )
-    elapsed = time.perf_counter() - start
-    print(f"\n{len(todo)} cases, {n_checks} checks, {n_fail} failures, {elapsed:.0f} s\n")
+    n_cases = len({c.label for c, _ in plan(args.subset, types, dtypes, groups) if c.mode in modes})
+    n_done = n_cases if not args.results else len(set(_read_results(args.results)))
+    print(
+        f"\n{n_done} of {n_cases} cases, {n_checks} checks, {n_fail} failures, "
+        f"{elapsed:.0f} s of checks\n"
+    )
     names = sorted(
         {k[0] for k in worst}, key=lambda s: list(worst).index(next(k for k in worst if k[0] == s))
     )

@@ -51,13 +51,13 @@ def three_blobs():
 @pytest.fixture(params=("centred", "expanded"))
 def em_kernels(request, monkeypatch):
     """Run EM with the centred or the expanded float64 kernels whatever the problem size
-    (by default small problems take the centred ones; see ``bayesgmm.em.use_expanded``)."""
+    (by default small problems take the centred ones; see ``bayesgmm.em.expanded.use_expanded``)."""
     from bayesgmm import em
 
     if request.param == "expanded":
-        monkeypatch.setattr(em, "use_expanded", lambda dtype, *shape: dtype == np.float64)
+        monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: dtype == np.float64)
     else:
-        monkeypatch.setattr(em, "use_expanded", lambda dtype, *shape: False)
+        monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: False)
     return request.param
 
 

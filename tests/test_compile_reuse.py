@@ -36,7 +36,7 @@ def test_kmeans_initialisation_is_compiled_once_for_every_covariance_type():
     X = _data(241)  # a row count no other test uses, so the first fit compiles here
     _fit(X, "full", n_init=2)
     km = kmeans._kmeans_fit.pick(*X.shape[:1], 3, 2)
-    init_m_step = em._initial_params_one.pick(*X.shape[:1], 3, 2)
+    init_m_step = em.init._initial_params_one.pick(*X.shape[:1], 3, 2)
     k_before, m_before = km._cache_size(), init_m_step._cache_size()
     for ct in ("tied", "diag", "spherical"):
         _fit(X, ct, n_init=2)
@@ -49,12 +49,12 @@ def test_kmeans_initialisation_is_compiled_once_for_every_covariance_type():
 def test_small_and_default_variants_give_the_same_fit():
     """Optimisation level 0 changes rounding only: same iterations, results to 1e-10."""
     X = _data()
-    args, static = em._prepare(
+    args, static = em.driver._prepare(
         jax.random.key(0), X, 3, "full", 2, "kmeans", 100, 1e-3, 1e-6, None, None, None, None,
         None, -np.inf,
     )  # fmt: skip
-    small = em._em_program.small(*args, **static)
-    default = em._em_program.default(*args, **static)
+    small = em.driver._em_program.small(*args, **static)
+    default = em.driver._em_program.default(*args, **static)
     assert_array_equal(np.asarray(small.n_iter), np.asarray(default.n_iter))
     assert_allclose(np.asarray(small.lower_bound), np.asarray(default.lower_bound), rtol=1e-10)
     for a, b in zip(
@@ -73,7 +73,7 @@ def test_benchmark_sizes_keep_the_default_optimisation():
 def test_max_iter_zero_returns_the_start_without_the_em_program(n_init):
     X = _data()
     w, m, c = np.full(3, 1 / 3), X[:3], np.ones((3, 2))
-    program = em._em_program.pick(len(X), 3, 2)
+    program = em.driver._em_program.pick(len(X), 3, 2)
     before = program._cache_size()
     res = em.fit_em(
         jax.random.key(0), X, 3, "diag", n_init=n_init, max_iter=0, weights_init=w,

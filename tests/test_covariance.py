@@ -9,6 +9,8 @@ from scipy import stats
 
 from bayesgmm import Prior
 from bayesgmm.covariance import COVARIANCE_TYPES, get_covariance_type
+from bayesgmm.em.kernels import kernels_for
+from bayesgmm.prior import prior_family
 
 K, D = 3, 2
 
@@ -100,7 +102,8 @@ def test_scatter_matches_numpy_and_adds_over_rows(covariance_type):
         rng.dirichlet(np.ones(K), 30),
         rng.normal(size=(K, D)),
     )
-    got = np.asarray(ct.scatter(jnp.asarray(X), jnp.asarray(resp), jnp.asarray(centres)))
+    kern = kernels_for(ct)
+    got = np.asarray(kern.scatter(jnp.asarray(X), jnp.asarray(resp), jnp.asarray(centres)))
     diff = X[:, None, :] - centres[None]
     full = np.einsum("nk,nki,nkj->kij", resp, diff, diff)
     want = {
@@ -111,7 +114,7 @@ def test_scatter_matches_numpy_and_adds_over_rows(covariance_type):
     }[covariance_type]
     assert_allclose(got, want, rtol=1e-12)
     halves = [
-        ct.scatter(jnp.asarray(X[s]), jnp.asarray(resp[s]), jnp.asarray(centres))
+        kern.scatter(jnp.asarray(X[s]), jnp.asarray(resp[s]), jnp.asarray(centres))
         for s in (slice(0, 13), slice(13, 30))
     ]
     assert_allclose(np.asarray(halves[0] + halves[1]), got, rtol=1e-12)
@@ -122,7 +125,6 @@ def test_log_prior_equals_scipy(covariance_type):
     rng = np.random.default_rng(4)
     X = rng.normal(size=(50, D))
     prior = Prior.default(X, K, covariance_type)
-    ct = get_covariance_type(covariance_type)
     cov, means = _compact(covariance_type, rng), rng.normal(size=(K, D))
     m0, kappa, nu = np.asarray(prior.mean), float(prior.mean_precision), float(prior.dof)
     scale = np.asarray(prior.scale)
@@ -145,7 +147,8 @@ def test_log_prior_equals_scipy(covariance_type):
             stats.norm(m0, np.sqrt(cov[:, None] / kappa)).logpdf(means)
         )
     # Jitted: one compilation instead of many small eager ones (NumPyro's densities).
-    got = float(jax.jit(ct.log_prior)(jnp.asarray(means), jnp.asarray(cov), prior))
+    family = prior_family(covariance_type)
+    got = float(jax.jit(family.log_prior)(jnp.asarray(means), jnp.asarray(cov), prior))
     assert_allclose(got, want, rtol=1e-10)
 
 
@@ -154,9 +157,10 @@ def test_ml_covariance_adds_reg_covar_to_the_diagonal(covariance_type):
     ct = get_covariance_type(covariance_type)
     nk = jnp.asarray(rng.uniform(5, 10, K))
     means = jnp.asarray(rng.normal(size=(K, D)))
-    scatter = ct.scatter(
+    kern = kernels_for(ct)
+    scatter = kern.scatter(
         jnp.asarray(rng.normal(size=(40, D))), jnp.asarray(rng.dirichlet(np.ones(K), 40)), means
     )
-    base = np.asarray(ct.to_full(ct.ml_covariance(nk, means, scatter, 0.0), K, D))
-    reg = np.asarray(ct.to_full(ct.ml_covariance(nk, means, scatter, 0.25), K, D))
+    base = np.asarray(ct.to_full(kern.ml_covariance(nk, means, scatter, 0.0), K, D))
+    reg = np.asarray(ct.to_full(kern.ml_covariance(nk, means, scatter, 0.25), K, D))
     assert_allclose(reg - base, np.broadcast_to(0.25 * np.eye(D), (K, D, D)), atol=1e-12)

@@ -9,6 +9,8 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from bayesgmm import GMMParams, density
+from bayesgmm.em import expanded
+from bayesgmm.em.kernels import kernels_for
 
 K, D = 3, 2
 
@@ -76,9 +78,9 @@ def test_expanded_form_equals_scipy(covariance_type, d):
     p = GMMParams(p.weights, np.asarray(p.means) + 50.0, p.covariances, covariance_type)
     shift = jax.numpy.asarray(X.mean(axis=0))
     UT = jax.numpy.asarray(X.T) - shift[:, None]
-    prepared, far = density.prepare_expanded(p, shift)
-    phi = p.cov.features_t(UT)
-    got = np.asarray(density.weighted_log_prob_expanded_t(UT, phi, prepared, covariance_type)).T
+    prepared, far = expanded.prepare_expanded(p, shift)
+    phi = kernels_for(covariance_type).features_t(UT)
+    got = np.asarray(expanded.weighted_log_prob_expanded_t(UT, phi, prepared, covariance_type)).T
     want = _scipy_component_logpdf(X, p) + np.log(np.asarray(p.weights))
     assert_allclose(got, want, rtol=1e-10)
     assert np.asarray(far).shape == (K,)

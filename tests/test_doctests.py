@@ -15,13 +15,25 @@ import pytest
 import bayesgmm
 
 PACKAGE = Path(bayesgmm.__file__).parent
+
+
+def _dotted(path: Path) -> str:
+    """``density``, ``em.reference``, ``em`` (a subpackage) or ``__init__`` (the root)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 WITH_EXAMPLES = sorted(
-    p.stem for p in PACKAGE.glob("*.py") if ">>>" in p.read_text() and p.stem != "__main__"
+    _dotted(p) for p in PACKAGE.rglob("*.py") if ">>>" in p.read_text() and p.stem != "__main__"
 )
 
 
 def test_the_package_has_examples():
-    assert {"estimator", "density", "posterior", "io"} <= set(WITH_EXAMPLES)
+    assert {"estimator", "density", "posterior", "io", "em.reference", "em.best"} <= set(
+        WITH_EXAMPLES
+    )
 
 
 @pytest.mark.parametrize("module", WITH_EXAMPLES)

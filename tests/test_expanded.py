@@ -1,4 +1,4 @@
-"""The expanded float64 EM kernels (bayesgmm.em, CovarianceType.features_t) and their guards.
+"""The expanded float64 EM kernels (bayesgmm.em.expanded, EMKernels.features_t) and their guards.
 
 The expanded kernels write every squared Mahalanobis distance and every M-step statistic as a
 matrix product of features of ``u = x - shift``; that is exact up to cancellation, so each
@@ -37,12 +37,12 @@ def _offset_blobs(n=900, d=3, seed=0, offset=100.0):
 
 
 def _program(X, n_components, covariance_type, mode, prior=None, max_iter=30, n_init=2):
-    args, static = em._prepare(
+    args, static = em.driver._prepare(
         jax.random.key(1), X, n_components, covariance_type, n_init, "kmeans", max_iter, 0.0,
         1e-6, prior, None, None, None, None, -np.inf,
     )  # fmt: skip
     static["mode"] = mode
-    return em._em_program.default(*args, **static)
+    return em.driver._em_program.default(*args, **static)
 
 
 def _assert_same_run(a, b, rtol=RTOL):
@@ -64,9 +64,9 @@ def test_expanded_iterations_equal_centred(covariance_type, with_prior):
     _assert_same_run(centred, expanded)
 
 
-def _count_reg(ct, nk, reg_covar=1e-6):
+def _count_reg(kern, nk, reg_covar=1e-6):
     # tied adds reg_covar once to the pooled covariance: the count is the total
-    return (jnp.sum(nk) if ct.needs_data_scatter else nk) * reg_covar
+    return (jnp.sum(nk) if kern.needs_data_scatter else nk) * reg_covar
 
 
 def test_features_reproduce_the_distances_and_moments(covariance_type):
@@ -82,12 +82,13 @@ def test_features_reproduce_the_distances_and_moments(covariance_type):
     if covariance_type == "tied":
         cov = cov[0] if cov.ndim == 3 else cov
     prec_chol = ct.precision_cholesky(cov)
+    kern = em.kernels_for(ct)
     shift = jnp.asarray(X.mean(axis=0))
     UT = jnp.asarray(X.T) - shift[:, None]
-    phi = ct.features_t(UT)
+    phi = kern.features_t(UT)
     assert_allclose(np.asarray(phi[:d]), np.asarray(UT))  # first d features are u itself
-    terms, far = ct.expanded_terms(jnp.asarray(means), prec_chol, shift)
-    maha = ct.expanded_maha_t(UT, phi, terms)
+    terms, far = kern.expanded_terms(jnp.asarray(means), prec_chol, shift)
+    maha = kern.expanded_maha_t(UT, phi, terms)
     want = ct.sq_mahalanobis(jnp.asarray(X), jnp.asarray(means), prec_chol).T
     assert_allclose(np.asarray(maha), np.asarray(want), rtol=1e-10)
     assert np.all(np.asarray(far) > 0)
@@ -97,10 +98,10 @@ def test_features_reproduce_the_distances_and_moments(covariance_type):
     nk = jnp.asarray(resp.sum(axis=0))
     centres = jnp.asarray(means) - shift
     data_scatter = UT @ UT.T
-    scatter, ratio = ct.scatter_from_moments(
-        moments[:, :d], moments[:, d:], nk, centres, data_scatter, _count_reg(ct, nk)
+    scatter, ratio = kern.scatter_from_moments(
+        moments[:, :d], moments[:, d:], nk, centres, data_scatter, _count_reg(kern, nk)
     )
-    direct = ct.scatter(jnp.asarray(X), jnp.asarray(resp), jnp.asarray(means))
+    direct = kern.scatter(jnp.asarray(X), jnp.asarray(resp), jnp.asarray(means))
     assert_allclose(np.asarray(scatter), np.asarray(direct), rtol=1e-10)
     assert 0 < float(ratio) < 1e3  # well-scaled data: nothing near the refusal threshold
 
@@ -130,9 +131,9 @@ def test_distance_guard_refuses_a_far_tight_component():
     X = jnp.asarray(_tight_far_component())
     params = _fitted_params(X, 2, "full")
     shift = jnp.mean(X, axis=0)
-    assert not bool(em._maha_ok(params, shift))
+    assert not bool(em.expanded._maha_ok(params, shift))
     Xb, wb = em.to_blocks(X, 2, em.EXPANDED_BLOCK_ROWS)
-    _, _, ok = em._expanded_step(Xb, wb, None, jnp.asarray(1e-6), "full")(params)
+    _, _, ok = em.expanded._expanded_step(Xb, wb, None, jnp.asarray(1e-6), "full")(params)
     assert not bool(ok)
 
 
@@ -142,9 +143,11 @@ def test_scatter_guard_refuses_cancelling_moments(covariance_type):
     params = _fitted_params(X, 2, covariance_type)
     var = np.sort(np.asarray(params.covariances).ravel())
     assert var[0] < 1e-5 < var[-1]  # the fit found the tight component
-    assert bool(em._maha_ok(params, jnp.mean(X, axis=0)))  # the distance bound alone holds
+    assert bool(em.expanded._maha_ok(params, jnp.mean(X, axis=0)))  # the distance bound alone holds
     Xb, wb = em.to_blocks(X, 2, em.EXPANDED_BLOCK_ROWS)
-    _, new, ok = em._expanded_step(Xb, wb, None, jnp.asarray(1e-6), covariance_type)(params)
+    _, new, ok = em.expanded._expanded_step(Xb, wb, None, jnp.asarray(1e-6), covariance_type)(
+        params
+    )
     assert not bool(ok)
 
 
@@ -152,13 +155,13 @@ def test_scatter_guard_refuses_cancelling_moments(covariance_type):
 def test_refused_fits_end_where_the_centred_kernels_end(make, covariance_type):
     X = make()
     k = 2
-    centred = em._result(_program(X, k, covariance_type, "centred", max_iter=40))
-    args, static = em._prepare(
+    centred = em.driver._result(_program(X, k, covariance_type, "centred", max_iter=40))
+    args, static = em.driver._prepare(
         jax.random.key(1), X, k, covariance_type, 2, "kmeans", 40, 0.0, 1e-6, None, None,
         None, None, None, -np.inf,
     )  # fmt: skip
     static["mode"] = "expanded"
-    result = em._result(em._run_program(args, static))
+    result = em.driver._result(em.driver._run_program(args, static))
     _assert_same_run(centred, result, rtol=1e-7)
 
 
@@ -167,7 +170,7 @@ def test_point_seeded_start_hands_back_to_the_expanded_kernels(monkeypatch):
     is refused, one centred step gives real covariances, and the expanded kernels finish."""
     X = _offset_blobs(n=1500)
     modes = []
-    pick = em._em_program.pick
+    pick = em.driver._em_program.pick
 
     def recording_pick(*a, **kw):
         program = pick(*a, **kw)
@@ -178,12 +181,12 @@ def test_point_seeded_start_hands_back_to_the_expanded_kernels(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(em._em_program, "pick", recording_pick)
-    monkeypatch.setattr(em, "use_expanded", lambda dtype, *shape: True)
+    monkeypatch.setattr(em.driver._em_program, "pick", recording_pick)
+    monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: True)
     res = em.fit_em(jax.random.key(2), X, 3, "full", init_params="k-means++", max_iter=40, tol=0)
     assert modes[:3] == ["expanded", "resume", "expanded"]
     assert int(res.n_iter[0]) == 40 and not bool(res.failed[0])
-    monkeypatch.setattr(em, "use_expanded", lambda dtype, *shape: False)
+    monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: False)
     ref = em.fit_em(jax.random.key(2), X, 3, "full", init_params="k-means++", max_iter=40, tol=0)
     _assert_same_run(ref, res)
 
@@ -191,7 +194,7 @@ def test_point_seeded_start_hands_back_to_the_expanded_kernels(monkeypatch):
 def test_expanded_fit_inside_jit_matches(monkeypatch):
     """Under an outer jit there is no host to hand runs back and forth: a refused run is
     finished by the centred kernels in the same program."""
-    monkeypatch.setattr(em, "use_expanded", lambda dtype, *shape: True)
+    monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: True)
     X = jnp.asarray(_tight_far_component(300))
 
     def fit(X):
@@ -204,9 +207,11 @@ def test_expanded_fit_inside_jit_matches(monkeypatch):
 
 
 def test_float32_and_small_problems_keep_the_centred_kernels():
-    assert not em.use_expanded(np.float32, 10**6, 10, 10)
-    assert not em.use_expanded(np.float64, 600, 4, 2)  # compile-dominated: one program only
-    assert em.use_expanded(np.float64, 10**5, 10, 10)
+    assert not em.expanded.use_expanded(np.float32, 10**6, 10, 10)
+    assert not em.expanded.use_expanded(
+        np.float64, 600, 4, 2
+    )  # compile-dominated: one program only
+    assert em.expanded.use_expanded(np.float64, 10**5, 10, 10)
 
 
 def test_blocks_are_evened_out():
@@ -224,20 +229,20 @@ def test_params_from_is_the_m_step(covariance_type):
     rng = np.random.default_rng(0)
     resp = jnp.asarray(rng.dirichlet(np.ones(3), X.shape[0]))
     Xb, wb = em.to_blocks(X, 3)
-    direct = em.m_step(Xb, em._resp_blocks(resp, Xb), covariance_type, 1e-6)
+    direct = em.m_step(Xb, em.init._resp_blocks(resp, Xb), covariance_type, 1e-6)
     assert isinstance(direct, GMMParams)
-    ct = get_covariance_type(covariance_type)
+    kern = em.kernels_for(covariance_type)
     shift = jnp.mean(X, axis=0)
     UT = X.T - shift[:, None]
-    phi = ct.features_t(UT)
+    phi = kern.features_t(UT)
     moments = resp.T @ phi.T
     nk = jnp.sum(resp, axis=0)
     d = X.shape[1]
     sx = moments[:, :d] + nk[:, None] * shift
-    centres = sx / em._regularised_count(nk)[:, None] - shift
-    scatter, _ = ct.scatter_from_moments(
-        moments[:, :d], moments[:, d:], nk, centres, UT @ UT.T, _count_reg(ct, nk)
+    centres = sx / em.reference._regularised_count(nk)[:, None] - shift
+    scatter, _ = kern.scatter_from_moments(
+        moments[:, :d], moments[:, d:], nk, centres, UT @ UT.T, _count_reg(kern, nk)
     )
-    via = em._params_from(em.SufficientStats(nk, sx), scatter, ct, 1e-6, None)
+    via = em.reference._params_from(em.SufficientStats(nk, sx), scatter, kern, 1e-6, None)
     for a, b in zip(jax.tree_util.tree_leaves(direct), jax.tree_util.tree_leaves(via)):
         assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10)

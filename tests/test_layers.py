@@ -18,6 +18,7 @@ not form a cycle (nor may any others).
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -31,81 +32,68 @@ PACKAGE = Path(bayesgmm.__file__).parent
 
 LAYERS = {
     0: ("_exceptions", "_version", "_jax", "_compile", "_random", "_validation"),
-    1: ("covariance", "params", "density"),
+    1: ("covariance", "prior", "params", "density"),
     2: ("kmeans", "hc", "em", "model", "sampler", "relabel", "io", "convert"),
     3: ("estimator", "selection", "posterior"),
     4: ("plotting", "cli", "datasets", "__main__", "__init__"),
 }
-LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
+#: The em package's modules in reading order: each imports only modules before it (and lower
+#: layers), so the package reads top to bottom from its reference iteration.
+EM_ORDER = (
+    "em.kernels",
+    "em.reference",
+    "em.centred",
+    "em.expanded",
+    "em.init",
+    "em.driver",
+    "em.best",
+    "em",
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a module; a subpackage's modules are in the subpackage's layer."""
+    top = module.split(".")[0]
+    return next((layer for layer, mods in LAYERS.items() if top in mods), None)
+
+
+def _load_reader():
+    path = Path(__file__).resolve().parent.parent / "scripts" / "house_report.py"
+    spec = importlib.util.spec_from_file_location("bayesgmm_house_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The graph reader lives in scripts/house_report.py (which prints the before/after tables of
+# the refactor from any checkout); these are its functions bound to this package.
+_reader = _load_reader()
+find_cycle = _reader.find_cycle
+
+
+def _path(module: str) -> Path:
+    return _reader.module_path(PACKAGE, module)
 
 
 def module_names():
-    return sorted(p.stem for p in PACKAGE.glob("*.py"))
+    return _reader.module_names(PACKAGE)
 
 
 def imports_of(module: str) -> set[str]:
     """bayesgmm modules that ``module`` imports anywhere in its source (module level, inside
     functions, under ``if TYPE_CHECKING``), ``__init__`` standing for the package root."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    known = set(module_names())
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 0 and not (node.module or "").startswith("bayesgmm"):
-                continue
-            if node.level > 1:
-                raise AssertionError(f"{module}: relative import above the package")
-            base = node.module or ""
-            if node.level == 0:
-                base = base.removeprefix("bayesgmm").removeprefix(".")
-            if base:
-                out.add(base.split(".")[0])
-            else:  # "from . import x": x is a module or a name of the package root
-                for alias in node.names:
-                    out.add(alias.name if alias.name in known else "__init__")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name == "bayesgmm":
-                    out.add("__init__")
-                elif alias.name.startswith("bayesgmm."):
-                    out.add(alias.name.split(".")[1])
-    out.discard(module)
-    return out
+    return _reader.imports_of(PACKAGE, module)
 
 
 def import_graph():
     return {m: imports_of(m) for m in module_names()}
 
 
-def find_cycle(graph):
-    """A list of modules forming a cycle, or None (depth-first search)."""
-    state, stack = {}, []
-
-    def visit(v):
-        state[v] = "open"
-        stack.append(v)
-        for w in sorted(graph.get(v, ())):
-            if state.get(w) == "open":
-                return stack[stack.index(w) :] + [w]
-            if w not in state:
-                found = visit(w)
-                if found:
-                    return found
-        stack.pop()
-        state[v] = "done"
-        return None
-
-    for v in sorted(graph):
-        if v not in state:
-            found = visit(v)
-            if found:
-                return found
-    return None
-
-
 def test_every_module_has_a_layer():
-    missing = [m for m in module_names() if m not in LAYER_OF]
+    missing = [m for m in module_names() if layer_of(m) is None]
     assert not missing, f"add {missing} to LAYERS (and docs/architecture.md)"
+    em_modules = [m for m in module_names() if m == "em" or m.startswith("em.")]
+    assert sorted(em_modules) == sorted(EM_ORDER), "add new em modules to EM_ORDER"
 
 
 def test_no_import_cycle_counting_function_local_imports():
@@ -115,12 +103,27 @@ def test_no_import_cycle_counting_function_local_imports():
 
 def test_imports_point_down_or_sideways():
     upward = [
-        f"{m} (layer {LAYER_OF[m]}) imports {t} (layer {LAYER_OF[t]})"
+        f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)})"
         for m, targets in import_graph().items()
         for t in targets
-        if LAYER_OF[t] > LAYER_OF[m]
+        if layer_of(t) > layer_of(m)
     ]
     assert not upward, upward
+
+
+def test_the_em_package_reads_top_to_bottom():
+    graph = import_graph()
+    backward = [
+        f"{m} imports {t}, which comes after it"
+        for i, m in enumerate(EM_ORDER)
+        for t in graph[m]
+        if t in EM_ORDER and EM_ORDER.index(t) > i
+    ]
+    assert not backward, backward
+    # Nothing outside the package reaches into its private modules' names.
+    outside = [m for m in module_names() if not (m == "em" or m.startswith("em."))]
+    reaching = [f"{m} imports {t}" for m in outside for t in graph[m] if t.startswith("em.")]
+    assert not reaching, reaching
 
 
 def test_the_graph_reader_sees_local_and_root_imports():
@@ -128,6 +131,9 @@ def test_the_graph_reader_sees_local_and_root_imports():
     # above would pass on a cyclic package.
     assert "__init__" in imports_of("cli")  # cli's "from . import load", inside a function
     assert "io" in imports_of("estimator")  # GaussianMixture.save's local import
+    assert {"density", "prior", "em.kernels"} <= imports_of("em.reference")  # "..", "."
+    assert "em.expanded" in imports_of("em.driver")  # "from . import expanded"
+    assert "em" in imports_of("posterior")
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -214,3 +220,55 @@ def test_the_bayesian_path_stands_on_em_not_on_the_estimator():
         "print(before, type(est).__name__, est.lower_bound_ == p.map_diagnostics['lower_bound'])"
     )
     assert _run(code) == "False GaussianMixture True"
+
+
+def _type_names_compared(module: str) -> list[str]:
+    """Lines of ``module`` that compare something with a covariance type's name (``== "tied"``,
+    ``in ("full", "tied")``, a ``match`` case): a branch on the covariance type."""
+    from bayesgmm._validation import COVARIANCE_TYPE_NAMES
+
+    def names_in(node):
+        if isinstance(node, ast.Constant) and node.value in COVARIANCE_TYPE_NAMES:
+            return True
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(names_in(e) for e in node.elts)
+        return False
+
+    found = []
+    for node in ast.walk(ast.parse(_path(module).read_text())):
+        if isinstance(node, ast.Compare) and any(
+            names_in(n) for n in [node.left, *node.comparators]
+        ):
+            found.append(f"{module}:{node.lineno}")
+        elif isinstance(node, ast.MatchValue) and names_in(node.value):
+            found.append(f"{module}:{node.lineno}")
+    return found
+
+
+def test_no_code_branches_on_a_covariance_type_name():
+    # Per-type behaviour lives in the per-type objects, reached through covariance.per_type.
+    branches = [line for m in module_names() for line in _type_names_compared(m)]
+    assert not branches, branches
+
+
+def test_the_branch_reader_sees_a_branch(tmp_path, monkeypatch):
+    src = (
+        'def f(t):\n    if t.name in ("full", "tied"):\n        return 1\n    return t == "diag"\n'
+    )
+    (tmp_path / "fake.py").write_text(src)
+    monkeypatch.setattr(sys.modules[__name__], "_path", lambda m: tmp_path / f"{m}.py")
+    assert _type_names_compared("fake") == ["fake:2", "fake:4"]
+
+
+def test_every_per_type_table_covers_every_covariance_type():
+    from bayesgmm.covariance import COVARIANCE_TYPES, per_type
+    from bayesgmm.em.kernels import EM_KERNELS
+    from bayesgmm.prior import PRIOR_FAMILIES
+
+    for table in (EM_KERNELS, PRIOR_FAMILIES):
+        assert set(table) == set(COVARIANCE_TYPES)
+        for name, ct in COVARIANCE_TYPES.items():
+            assert per_type(table, ct) is per_type(table, name) is table[name]
+            assert table[name].name == name
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        per_type(EM_KERNELS, "fulll")

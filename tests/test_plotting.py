@@ -376,7 +376,7 @@ def test_import_bayesgmm_loads_no_pyplot():
 
 
 def test_max_iter_zero_returns_the_initial_parameters():
-    # em_path's iteration 0 relies on max_iter=0 (a fix in em._start_state: the loop body is
+    # em_path's iteration 0 relies on max_iter=0 (a fix in em.driver._start_state: the loop body is
     # traced even when it never runs, and indexed an empty objective history).
     w, m, prec = np.array([0.4, 0.6]), np.array([[-1.0], [2.0]]), np.array([2.0, 0.5])
     X, _ = datasets.three_gaussians(100, seed=0)

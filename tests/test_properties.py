@@ -95,13 +95,13 @@ def _start(X, covariance_type, seed):
 
 def _fit(X, start, *, prior=None, reg_covar=0.0, max_iter=ITERS, kernels="auto"):
     # kernels: "auto" (what the size selects: centred at this size), or force "expanded".
-    use_expanded = em.use_expanded
+    use_expanded = em.expanded.use_expanded
     if kernels == "expanded":
-        em.use_expanded = lambda dtype, *shape: dtype == np.float64
+        em.expanded.use_expanded = lambda dtype, *shape: dtype == np.float64
     try:
         res = _fit_em(X, start, prior, reg_covar, max_iter)
     finally:
-        em.use_expanded = use_expanded
+        em.expanded.use_expanded = use_expanded
     res = jax.tree_util.tree_map(lambda a: np.asarray(a[0]), res)
     assert not res.failed, "EM failed on a well-conditioned generated mixture"
     return res

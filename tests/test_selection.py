@@ -221,7 +221,7 @@ def test_robust_runs_each_restart_as_a_start_of_its_own(diag_data):
     # rule on its own.
     from bayesgmm import em
 
-    program = em._em_program.pick(len(diag_data), 2, 2)
+    program = em.driver._em_program.pick(len(diag_data), 2, 2)
     before = program._cache_size()
     table, best = select(diag_data, n_components=[2], covariance_types=["diag", "spherical"], **FIT)
     assert program._cache_size() - before <= 2  # one program per grid point at most

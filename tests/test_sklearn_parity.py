@@ -295,7 +295,7 @@ def test_data_spanning_several_row_blocks_matches_sklearn(covariance_type):
     Xb, wb = em.to_blocks(jnp.zeros((n, d)), k)
     assert Xb.shape[0] >= 3 and float(wb.sum()) == n  # several blocks, the last one padded
     # The size takes the expanded kernels by default, in blocks of their own.
-    assert em.use_expanded(np.float64, n, k, d)
+    assert em.expanded.use_expanded(np.float64, n, k, d)
     Xb, wb = em.to_blocks(jnp.zeros((n, d)), k, em.EXPANDED_BLOCK_ROWS)
     assert Xb.shape[0] >= 3 and float(wb.sum()) == n
     rng = np.random.default_rng(6)

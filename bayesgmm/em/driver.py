@@ -1,0 +1,323 @@
+"""``fit_em``: the EM loops of every restart together, and the fallback between the kernels."""
+
+from __future__ import annotations
+
+import inspect
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._compile import SizedJit
+from ..params import GMMParams
+from ..prior import Prior
+from . import expanded
+from .centred import _centred_step
+from .expanded import EXPANDED_BLOCK_ROWS, _data_mean, _expanded_step, _maha_ok
+from .init import _starts
+from .reference import EMResult, _all_finite, to_blocks
+
+__all__ = ["fit_em"]
+
+
+# The loop's state: an EMResult's fields plus ``stopped`` (a step of the expanded kernels was
+# refused; the centred kernels take over, see _run_program).
+_LoopState = NamedTuple("_LoopState", [*EMResult.__annotations__.items(), ("stopped", jax.Array)])
+
+
+def _start_state(params0, lb_init, max_iter: int, dtype) -> _LoopState:
+    return _LoopState(
+        params0,
+        jnp.asarray(lb_init, dtype),
+        # At least one slot: the loop body is traced even when max_iter=0 never runs it.
+        jnp.full((max(max_iter, 1),), jnp.nan, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(False),
+        ~_all_finite(params0),
+        jnp.asarray(False),
+    )
+
+
+def _loop(step, state: _LoopState, tol, max_iter: int, stop_when=None) -> _LoopState:
+    """EM iterations from ``state`` until convergence, failure, ``max_iter`` or a refused step.
+
+    ``step(params) -> (objective, new_params, ok)``. A step with ``ok`` false (the expanded
+    kernels' error bound was not met) is discarded: the loop stops with ``stopped`` set, at
+    the parameters before it, so that the centred kernels can redo that iteration. The loop
+    also stops (``stopped`` set) once ``stop_when(state)`` holds after a step.
+    """
+    state = state._replace(stopped=jnp.zeros_like(state.stopped))
+
+    def cond(st):
+        return (st.n_iter < max_iter) & ~st.converged & ~st.failed & ~st.stopped
+
+    def body(st):
+        lb, new, ok = step(st.params)
+        failed = ok & ~(jnp.isfinite(lb) & _all_finite(new))
+        take = ok & ~failed
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(take, b, a), st.params, new)
+        st = _LoopState(
+            params,
+            jnp.where(ok, lb, st.lower_bound),
+            jnp.where(ok, st.lower_bounds.at[st.n_iter].set(lb), st.lower_bounds),
+            st.n_iter + ok.astype(jnp.int32),
+            take & (jnp.abs(lb - st.lower_bound) < tol),
+            failed,
+            ~ok,
+        )
+        if stop_when is not None:
+            st = st._replace(stopped=st.stopped | stop_when(st))
+        return st
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+def _result(st: _LoopState) -> EMResult:
+    return EMResult(st.params, st.lower_bound, st.lower_bounds, st.n_iter, st.converged, st.failed)
+
+
+def _em_impl(X, states: _LoopState, prior, tol, reg_covar, until, max_iter: int, mode: str):
+    """EM iterations of every run of the batch ``states`` (leading axis: restarts), together.
+
+    ``mode`` is ``"centred"`` (the exact kernels), ``"expanded"`` (the fast kernels; a run
+    whose step is refused stops with ``stopped`` set) or ``"resume"`` (the centred kernels for
+    stopped runs, which stop again once they have reached ``until`` iterations and the
+    expanded kernels' bound holds, so the fast kernels can take over). Returns the batched
+    loop states.
+    """
+    n_components = states.params.means.shape[-2]
+    stop_when = None
+    if mode == "expanded":
+        Xb, wb = to_blocks(X, n_components, EXPANDED_BLOCK_ROWS)
+        step = _expanded_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
+    else:
+        Xb, wb = to_blocks(X, n_components)
+        step = _centred_step(Xb, wb, prior, reg_covar)
+        if mode == "resume":
+            shift = _data_mean(jnp.swapaxes(Xb, 1, 2), wb)
+
+            def stop_when(st, until):
+                return (st.n_iter >= until) & _maha_ok(st.params, shift)
+
+    def one(st, until):
+        stop = None if stop_when is None else (lambda st: stop_when(st, until))
+        return _loop(step, st, tol, max_iter, stop)
+
+    return jax.vmap(one)(states, until)
+
+
+# One compiled program per mode; "resume" is compiled only when a fit needs it.
+_em_program = SizedJit(_em_impl, static_argnames=("max_iter", "mode"))
+
+
+def _start_states(starts: GMMParams, lower_bound_init, max_iter: int) -> _LoopState:
+    """Loop states at the start of every restart (leading axis: restarts). Built in NumPy
+    outside ``jit``, so that nothing is compiled for them."""
+    if isinstance(starts.means, jax.core.Tracer):
+        return jax.vmap(lambda p: _start_state(p, lower_bound_init, max_iter, p.dtype))(starts)
+    n_init = starts.weights.shape[0]
+    dtype = starts.means.dtype
+    finite = np.ones(n_init, bool)
+    for leaf in jax.tree_util.tree_leaves(starts):
+        finite &= np.isfinite(np.asarray(leaf)).reshape(n_init, -1).all(axis=1)
+    return _LoopState(
+        starts,
+        np.full(n_init, lower_bound_init, dtype),
+        np.full((n_init, max(max_iter, 1)), np.nan, dtype),
+        np.zeros(n_init, np.int32),
+        np.zeros(n_init, bool),
+        ~finite,
+        np.zeros(n_init, bool),
+    )
+
+
+def _pending(states: _LoopState, max_iter: int) -> bool:
+    """Whether some run stopped before converging, failing or using ``max_iter``."""
+    stopped, converged, failed, n_iter = (
+        np.asarray(a) for a in (states.stopped, states.converged, states.failed, states.n_iter)
+    )
+    return bool(np.any(stopped & ~converged & ~failed & (n_iter < max_iter)))
+
+
+def _run_program(args, static) -> _LoopState:
+    """Run EM from the prepared arguments: the one fallback policy between the two kernels.
+
+    Small problems and float32 run ``"centred"`` only (exact at any offset; one program).
+    Otherwise each run moves between two states; every arrow is one compiled call over the
+    whole batch of restarts, and runs that are done (converged, failed or at ``max_iter``)
+    simply stop iterating inside it::
+
+        start --> EXPANDED --(every step's rounding bound holds)----------> done
+                     |   ^
+        a step's     |   | after c centred iterations, once the distance bound
+        bound fails: |   | holds again at the current parameters (mode "resume")
+        the step is  v   |
+        discarded   CENTRED (redoes the refused iteration exactly)
+                         c = 1, 2, 4, ... doubling at each hand-back
+
+    A run that keeps failing the bound costs at most a few refused steps, and its remaining
+    iterations are centred ones, so the result is always an exact EM run. Inside another
+    ``jit`` (no host to decide), stopped runs finish centred in the same trace.
+    """
+    X, states, prior, tol, reg_covar, until = args
+    max_iter, mode = static["max_iter"], static["mode"]
+    program = _em_program.pick(*_problem_size(args), data=X)
+    if max_iter == 0 and not isinstance(X, jax.core.Tracer):
+        return states  # plotting.em_path and step-by-step warm starts ask for the start alone
+    states = program(*args, **static)
+    if mode != "expanded":
+        return states
+    if isinstance(X, jax.core.Tracer):
+        # Inside another jit there is no host to decide: finish stopped runs centred.
+        never = jnp.full(states.n_iter.shape, max_iter + 1, jnp.int32)
+        return program(X, states, prior, tol, reg_covar, never, max_iter=max_iter, mode="resume")
+    centred_iters = 1
+    while _pending(states, max_iter):
+        until = jnp.asarray(np.asarray(states.n_iter) + centred_iters, jnp.int32)
+        states = program(X, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="resume")
+        if not _pending(states, max_iter):
+            break
+        states = program(
+            X, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="expanded"
+        )
+        centred_iters *= 2
+    return states
+
+
+def _prepare(
+    key,
+    X,
+    n_components,
+    covariance_type,
+    n_init,
+    init_params,
+    max_iter,
+    tol,
+    reg_covar,
+    prior,
+    weights_init,
+    means_init,
+    covariances_init,
+    params_init,
+    lower_bound_init,
+    resp_init=None,
+):
+    X = jnp.asarray(X)
+    dtype = X.dtype
+    if prior is not None:
+        prior = prior.astype(dtype)
+    # Strongly typed scalars of the data's dtype: a Python float and a NumPy float then share
+    # one compiled program (weak and strong types would each compile their own).
+    tol = jnp.asarray(tol, dtype)
+    reg_covar = jnp.asarray(reg_covar, dtype)
+    lower_bound_init = jnp.asarray(lower_bound_init, dtype)
+    starts = _starts(
+        key,
+        X,
+        int(n_components),
+        covariance_type,
+        int(n_init),
+        init_params,
+        reg_covar,
+        prior,
+        weights_init,
+        means_init,
+        covariances_init,
+        params_init,
+        resp_init,
+    )
+    # Looked up on the module at every call, so that tests can force either kernel family by
+    # patching ``bayesgmm.em.expanded.use_expanded``.
+    fast = expanded.use_expanded(dtype, X.shape[0], int(n_components), X.shape[1])
+    static = {"max_iter": int(max_iter), "mode": "expanded" if fast else "centred"}
+    states = _start_states(starts, lower_bound_init, int(max_iter))
+    # ``until`` matters in "resume" mode only; passed always so every mode has one signature.
+    until = np.zeros(int(n_init), np.int32)
+    return (X, states, prior, tol, reg_covar, until), static
+
+
+def fit_em(
+    key,
+    X,
+    n_components: int,
+    covariance_type: str = "full",
+    *,
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    max_iter: int = 100,
+    tol=1e-3,
+    reg_covar=1e-6,
+    prior: Prior | None = None,
+    weights_init=None,
+    means_init=None,
+    covariances_init=None,
+    params_init: GMMParams | None = None,
+    lower_bound_init=-jnp.inf,
+    resp_init=None,
+) -> EMResult:
+    """Fit a mixture by EM from ``n_init`` initialisations at once.
+
+    Initialisation (k-means, random, ...) and the initial M-step run as their own compiled
+    programs, one restart at a time; the EM loops of all restarts then run together under
+    ``vmap`` in one program compiled per (data shape, covariance type, ``n_init``,
+    ``max_iter``, prior or not) and shared by every initialisation method.
+
+    Parameters
+    ----------
+    key : jax.random key
+    X : array of shape (n_samples, n_features), float32 or float64 (the computation dtype)
+    n_components : int
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    n_init : int
+        Restarts, run together under ``vmap``.
+    init_params : str
+        One of :data:`INIT_METHODS`.
+    max_iter : int
+    tol, reg_covar : float
+        Traced, so changing them does not recompile.
+    prior : Prior, optional
+        MAP-EM under this prior.
+    weights_init : array (K,), optional
+    means_init : array (K, d), optional
+    covariances_init : array (compact shape), optional
+        User-given starting values override the initialisation's; when all three are given
+        no initialisation runs.
+    params_init : GMMParams, optional
+        Start every restart from these parameters (warm start).
+    lower_bound_init : float, default -inf
+        Objective the first iteration is compared with for convergence; a warm start passes
+        the previous fit's ``lower_bound_`` (scikit-learn's convention).
+    resp_init : array (n_samples, K), optional
+        Start every restart from the M-step of these responsibilities instead of running
+        ``init_params`` (``weights_init``/``means_init``/``covariances_init`` still override).
+
+    Returns
+    -------
+    EMResult
+        With a leading axis of length ``n_init`` on every field.
+
+    Notes
+    -----
+    ``fit_em.lower(...)`` (same arguments) runs the initialisation and returns the lowered EM
+    program, for ahead-of-time compilation and for timing compilation.
+    """
+    # locals() here holds exactly fit_em's parameters, which _prepare takes by name.
+    args, static = _prepare(**locals())
+    return _result(_run_program(args, static))
+
+
+def _problem_size(args):
+    X, states = args[0], args[1]
+    return X.shape[0], states.params.means.shape[-2], X.shape[1]
+
+
+def _lower(key, X, n_components, covariance_type="full", **kwargs):
+    sig = inspect.signature(fit_em)
+    bound = sig.bind(key, X, n_components, covariance_type, **kwargs)
+    bound.apply_defaults()
+    args, static = _prepare(**bound.arguments)
+    return _em_program.pick(*_problem_size(args)).lower(*args, **static)
+
+
+fit_em.lower = _lower
