@@ -212,7 +212,7 @@ def time_split(X, k, covariance_type, w0, m0, cov0, repeats):
         XbT = jnp.swapaxes(Xb, 1, 2)
         shift = jnp.mean(X, axis=0)
         one_pass = jax.jit(em.expanded._expanded_pass)
-        step = jax.jit(lambda p: em.expanded._expanded_step(Xb, wb, None, reg, ct.name)(p))
+        step = jax.jit(lambda p: em.expanded.expanded_step(Xb, wb, None, reg, ct.name)(p))
         e = _median_time(lambda: one_pass(XbT, wb, params, shift), repeats)
         return e, _median_time(lambda: step(params), repeats) - e
     Xb, wb = to_blocks(X, k)

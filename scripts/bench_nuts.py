@@ -1,9 +1,11 @@
-"""NUTS benchmark: bayesgmm (NumPyro) against PyMC and Stan on one Gaussian mixture.
+"""NUTS benchmark: bayesgmm (NumPyro) against PyMC, nutpie and Stan on one Gaussian mixture.
 
 The problem: 2-D data, 3 components, full covariances, 500 points; 4 chains of 1000 warm-up
 and 1000 kept draws; the same model everywhere - Dirichlet weights, inverse-Wishart
 covariances, normal means given the covariances (mclust's default prior, ``Prior.default``),
-assignments summed out - and every sampler started at the same MAP-EM solution.
+assignments summed out - and every sampler started at the same MAP-EM solution (bayesgmm
+jitters it slightly, by about a posterior standard deviation; Stan, PyMC and nutpie start every
+chain exactly there).
 
 For each system it prints wall time of the sampling alone, compile/set-up time, and the
 minimum bulk ESS (ArviZ) over all weights and means after relabeling the draws to the MAP-EM
@@ -15,17 +17,44 @@ Usage::
     python scripts/bench_nuts.py                 # all systems, chains in one process
     python scripts/bench_nuts.py --only bayesgmm --devices 2
     python scripts/bench_nuts.py --skip pymc stan
+    python scripts/bench_nuts.py --only nutpie --draws 100    # a short check of one system
 
-``--devices N`` asks JAX for N CPU devices (bayesgmm then runs chains in parallel). PyMC and
-Stan come from the ``bench`` extra (``pip install -e ".[bench]"``); a system that is not
-installed is reported and skipped.
+``--devices N`` asks JAX for N CPU devices (bayesgmm then runs chains in parallel). PyMC,
+nutpie, Stan and the BLAS for PyTensor come from the ``bench`` extra
+(``pip install -e ".[bench]"``); a system that is not installed is reported and skipped.
+
+The systems:
+
+- ``pymc``: PyMC's own NUTS on PyTensor's default C backend, which must be linked to a BLAS.
+  pip's PyTensor finds none on a machine without a system BLAS and then runs its BLAS ops
+  (Dot22, Gemv, ...) as Python code (PyTensor itself recommends conda for this). This script links
+  it to the OpenBLAS of the ``scipy-openblas32`` wheel (the one SciPy's own wheels bundle,
+  32-bit integers, symbols prefixed ``scipy_``): ``blas__ldflags`` names the library, its
+  rpath, and one ``-D dgemm_=scipy_dgemm_`` per BLAS routine PyTensor declares, set in
+  ``PYTENSOR_FLAGS`` before PyTensor is imported. It then checks the link (PyTensor's own
+  ``try_blas_flag`` and a compiled matrix product whose BLAS nodes must run as C code) and
+  stops with an error instead of falling back. A ``blas__ldflags`` already in
+  ``PYTENSOR_FLAGS`` (a system BLAS, MKL) is used as given and checked the same way.
+  ``pymc-numba`` is the same model and sampler with ``compile_kwargs={"mode": "NUMBA"}``.
+- ``nutpie``: nutpie's Rust NUTS on the same PyMC model, compiled by
+  ``nutpie.compile_pymc_model`` (numba backend), started at the MAP-EM point through its
+  ``initial_points`` argument with ``jitter_rvs=set()`` (no jitter); nutpie's default
+  (gradient-based) mass-matrix adaptation. Its chains run in ``--pymc-cores`` threads.
+- ``stan``: pystan 3, whose httpstan wheel bundles Stan and builds the model's C++ with the
+  machine's g++ (minutes, once; cached under ``~/.cache/httpstan``). cmdstanpy is not
+  benchmarked: it needs CmdStan, which ``cmdstanpy.install_cmdstan()`` downloads from GitHub,
+  and this machine reaches only package registries.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -70,6 +99,31 @@ def min_bulk_ess(weights, means, covariances, map_params):
     )
 
 
+def result_row(
+    system, *, sampling, compile_s, ess, rhat, divergences, first=None, later=None, **extra
+):
+    """One row of the table: times in seconds; ``first`` is the whole first call (default
+    compile plus sampling), ``later`` a later call's whole time (where a system can reuse its
+    compiled model), ``extra`` more columns (``note``, ...)."""
+    first = compile_s + sampling if first is None else first
+    row = {
+        "system": system,
+        **{k: v for k, v in extra.items() if k == "note"},
+        "sampling_s": sampling,
+        "compile_s": compile_s,
+        "first_call_s": first,
+        **{k: v for k, v in extra.items() if k != "note"},
+        "min_ess_bulk": ess,
+        "max_rhat": rhat,
+        "ess_per_s_sampling": ess / sampling,
+        "ess_per_s_whole_first_call": ess / first,
+    }
+    if later is not None:
+        row["ess_per_s_whole_later_calls"] = ess / later
+    row["divergences"] = divergences
+    return row
+
+
 def map_fit(X):
     from bayesgmm import GaussianMixture
 
@@ -111,20 +165,18 @@ def bench_bayesgmm(X):
     ess, rhat = min_bulk_ess(
         post.draws.weights, post.draws.means, post.draws.covariances, post.map_params
     )
-    return {
-        "system": f"bayesgmm (NumPyro {__import__('numpyro').__version__}), "
+    return result_row(
+        f"bayesgmm (NumPyro {__import__('numpyro').__version__}), "
         f"{jax.local_device_count()} device(s), chains {post.settings['chain_method']}",
-        "sampling_s": sampling,
-        "compile_s": first_nuts - sampling,
-        "first_call_s": first_call,
-        "second_call_s": second_call,
-        "min_ess_bulk": ess,
-        "max_rhat": rhat,
-        "ess_per_s_sampling": ess / sampling,
-        "ess_per_s_whole_first_call": ess / first_call,
-        "ess_per_s_whole_later_calls": ess / second_call,
-        "divergences": int(np.sum(post.sample_stats["diverging"])),
-    }
+        sampling=sampling,
+        compile_s=first_nuts - sampling,
+        ess=ess,
+        rhat=rhat,
+        divergences=int(np.sum(post.sample_stats["diverging"])),
+        first=first_call,
+        later=second_call,
+        second_call_s=second_call,
+    )
 
 
 def bench_numpyro_mcmc(X, chain_method="sequential"):
@@ -182,21 +234,18 @@ def bench_numpyro_mcmc(X, chain_method="sequential"):
     w, m, c = (np.asarray(samples[s]) for s in SITE_NAMES)
     ess, rhat = min_bulk_ess(w, m, c, start)
     div = int(np.sum(np.asarray(fresh.get_extra_fields()["diverging"])))
-    return {
-        "system": f"numpyro.infer.MCMC (NumPyro {numpyro.__version__}), jit_model_args=True, "
+    return result_row(
+        f"numpyro.infer.MCMC (NumPyro {numpyro.__version__}), jit_model_args=True, "
         f"chains {chain_method}",
-        "sampling_s": second,
-        "compile_s": first - second,
-        "first_call_s": first,
-        "second_call_s": second,
-        "new_object_s": new_object,
-        "min_ess_bulk": ess,
-        "max_rhat": rhat,
-        "ess_per_s_sampling": ess / second,
-        "ess_per_s_whole_first_call": ess / first,
-        "ess_per_s_whole_later_calls": ess / new_object,
-        "divergences": div,
-    }
+        sampling=second,
+        compile_s=first - second,
+        ess=ess,
+        rhat=rhat,
+        divergences=div,
+        later=new_object,
+        second_call_s=second,
+        new_object_s=new_object,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,21 +325,111 @@ def bench_stan(X, gm):
     mu = chains(fit["mu"])
     sig = chains(fit["Sigma"])
     ess, rhat = min_bulk_ess(w, mu, sig, gm.params_)
-    return {
-        "system": f"Stan (pystan {stan.__version__}), chains in parallel processes",
-        "sampling_s": sampling,
-        "compile_s": build,
-        "first_call_s": build + sampling,
-        "min_ess_bulk": ess,
-        "max_rhat": rhat,
-        "ess_per_s_sampling": ess / sampling,
-        "ess_per_s_whole_first_call": ess / (build + sampling),
-        "divergences": int(np.sum(fit["divergent__"])),
-    }
+    return result_row(
+        f"Stan (pystan {stan.__version__}), chains in parallel processes",
+        sampling=sampling,
+        compile_s=build,
+        ess=ess,
+        rhat=rhat,
+        divergences=int(np.sum(fit["divergent__"])),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
-def bench_pymc(X, gm, cores):
+# PyTensor declares the Fortran BLAS routines it calls in this file of its source; each is
+# renamed to the prefixed symbol of scipy-openblas32 (``-D ddot_=scipy_ddot_``).
+_PYTENSOR_BLAS_HEADERS = ("tensor", "blas_headers.py")
+_BLAS_NAME = re.compile(r"\b([sdcz][a-z0-9]+_)\s*\(")
+
+
+def configure_pytensor_blas():
+    """Point PyTensor's C backend at a BLAS before PyTensor is imported.
+
+    A ``blas__ldflags`` the user put in ``PYTENSOR_FLAGS`` is kept; otherwise the flags name
+    scipy-openblas32's library. Returns (short name, details) of the BLAS; raises
+    ``RuntimeError`` if there is none.
+    """
+    import ctypes
+    from pathlib import Path
+
+    if "pytensor" in sys.modules:
+        raise RuntimeError("configure_pytensor_blas() must run before pytensor is imported")
+    user_flags = os.environ.get("PYTENSOR_FLAGS", "")
+    if re.search(r"blas(__|\.)ldflags\s*=", user_flags):
+        return "BLAS from PYTENSOR_FLAGS", f"PYTENSOR_FLAGS={user_flags}"
+    try:
+        import scipy_openblas32
+    except ImportError as err:
+        raise RuntimeError(
+            "PyMC's C backend needs a BLAS: pip install scipy-openblas32 (in the bench extra), "
+            "or give PYTENSOR_FLAGS=blas__ldflags=... for another one"
+        ) from err
+    lib_dir = Path(scipy_openblas32.get_lib_dir())
+    lib = scipy_openblas32.get_library()  # "scipy_openblas"
+    dll = ctypes.CDLL(str(lib_dir / f"lib{lib}.so"))
+    spec = importlib.util.find_spec("pytensor")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pytensor is not installed")
+    header_src = Path(spec.origin).parent.joinpath(*_PYTENSOR_BLAS_HEADERS).read_text()
+    names = sorted({n for n in _BLAS_NAME.findall(header_src) if hasattr(dll, "scipy_" + n)})
+    if "dgemm_" not in names or "dgemv_" not in names:
+        raise RuntimeError(f"no scipy_dgemm_/scipy_dgemv_ in {lib_dir}/lib{lib}.so")
+    flags = " ".join(
+        [f"-L{lib_dir}", f"-l{lib}", f"-Wl,-rpath,{lib_dir}"] + [f"-D{n}=scipy_{n}" for n in names]
+    )
+    # PYTENSOR_FLAGS is split at commas (shlex-style, so quotes protect the rpath's commas).
+    entry = "blas__ldflags=" + shlex.quote(flags)
+    os.environ["PYTENSOR_FLAGS"] = f"{user_flags},{entry}" if user_flags else entry
+    version = importlib.metadata.version("scipy-openblas32")
+    return (
+        f"OpenBLAS {'.'.join(version.split('.')[:3])} (scipy-openblas32)",
+        f"{scipy_openblas32.get_openblas_config()}, scipy-openblas32 {version}, "
+        f"{lib_dir}/lib{lib}.so",
+    )
+
+
+def check_pytensor_blas():
+    """Fail unless PyTensor's C backend compiles and links BLAS code (no Python fallback)."""
+    import numpy as np
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.link.c.cmodule import try_blas_flag
+
+    flags = pytensor.config.blas__ldflags
+    if not pytensor.config.cxx:
+        raise RuntimeError("PyTensor found no C++ compiler (config.cxx is empty)")
+    if not flags:
+        raise RuntimeError("PyTensor has no BLAS (config.blas__ldflags is empty)")
+    if not try_blas_flag(shlex.split(flags)):
+        raise RuntimeError(f"PyTensor's BLAS test program does not link with {flags!r}")
+    a, b = pt.dmatrix("a"), pt.dmatrix("b")
+    v = pt.dvector("v")
+    fn = pytensor.function([a, b, v], [a @ b, a @ v])
+    rng = np.random.default_rng(0)
+    a0, b0, v0 = rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=3)
+    ab, av = fn(a0, b0, v0)
+    if not (np.allclose(ab, a0 @ b0) and np.allclose(av, a0 @ v0)):
+        raise RuntimeError("PyTensor's BLAS matrix product gives wrong numbers")
+    blas_nodes = {
+        type(node.op).__name__: hasattr(thunk, "cthunk")
+        for node, thunk in zip(fn.vm.nodes, fn.vm.thunks)
+        if type(node.op).__name__ in {"Dot22", "Gemm", "CGemv", "Gemv"}
+    }
+    if not blas_nodes or not all(blas_nodes.values()):
+        raise RuntimeError(f"PyTensor's BLAS ops do not run as C code: {blas_nodes}")
+
+
+def _configure_pytensor_blas_if_possible():
+    # For the numba rows: their logp does not use it, but PyTensor still compiles a few
+    # helpers (initial points) with its C backend and otherwise warns that it has no BLAS.
+    try:
+        configure_pytensor_blas()
+    except RuntimeError as err:
+        print(f"note: {err}", file=sys.stderr)
+
+
+def pymc_model(X, gm):
+    """The model in PyMC, and the MAP-EM point as initial values of its free variables."""
     import numpy as np
     import pymc as pm
     import pytensor.tensor as pt
@@ -313,7 +452,6 @@ def bench_pymc(X, gm, cores):
     # plus the Jacobian of (free) -> Sigma so that the prior is inverse-Wishart on Sigma.
     chol0 = np.linalg.cholesky(gm.covariances_)
     free0 = np.stack([np.log(chol0[:, 0, 0]), chol0[:, 1, 0], np.log(chol0[:, 1, 1])], axis=1)
-    t = time.perf_counter()
     with pm.Model() as model:
         w = pm.Dirichlet("weights", a=alpha)
         free = pm.Flat("chol_free", shape=(K, 3))
@@ -336,6 +474,31 @@ def bench_pymc(X, gm, cores):
         comps = [pm.MvNormal.dist(mu=mus[k], cov=sigma[k]) for k in range(K)]
         pm.Mixture("obs", w=w, comp_dists=comps, observed=X)
     init = {"weights": gm.weights_, "chol_free": free0}
+    init.update({f"mu{k}": gm.means_[k] for k in range(K)})
+    return model, init
+
+
+def pymc_draws(posterior):
+    """(weights, means, covariances) as (chain, draw, ...) arrays from a PyMC-style posterior."""
+    import numpy as np
+
+    means = np.stack([posterior[f"mu{k}"].values for k in range(K)], axis=2)
+    return posterior["weights"].values, means, posterior["covariances"].values
+
+
+def bench_pymc(X, gm, cores, mode=None):
+    """PyMC's NUTS; ``mode=None`` is PyTensor's default C backend, which must have a BLAS."""
+    blas = details = None
+    if mode is None:
+        blas, details = configure_pytensor_blas()
+        check_pytensor_blas()
+        print(f"PyTensor C backend linked to {blas}: {details}", file=sys.stderr)
+    else:
+        _configure_pytensor_blas_if_possible()
+    import pymc as pm
+
+    t = time.perf_counter()
+    model, init = pymc_model(X, gm)
     t_model = time.perf_counter() - t
     t = time.perf_counter()
     idata = pm.sample(
@@ -345,30 +508,76 @@ def bench_pymc(X, gm, cores):
         cores=cores,
         model=model,
         initvals=init,
+        # every chain starts at the MAP-EM point, as in Stan (the default, "jitter+adapt_diag",
+        # would move it by U(-1, 1) in every unconstrained coordinate); same adaptation
+        init="adapt_diag",
         progressbar=False,
         compute_convergence_checks=False,
         random_seed=1,
+        compile_kwargs=None if mode is None else {"mode": mode},
     )
     total = time.perf_counter() - t
     sampling = float(idata.posterior.attrs.get("sampling_time", total))
-    pos = idata.posterior
-    means = np.stack([pos[f"mu{k}"].values for k in range(K)], axis=2)
-    ess, rhat = min_bulk_ess(pos["weights"].values, means, pos["covariances"].values, gm.params_)
+    ess, rhat = min_bulk_ess(*pymc_draws(idata.posterior), gm.params_)
     setup = t_model + total - sampling
-    return {
-        "system": f"PyMC {pm.__version__}, {cores} core(s)",
-        "sampling_s": sampling,
-        "compile_s": setup,
-        "first_call_s": t_model + total,
-        "min_ess_bulk": ess,
-        "max_rhat": rhat,
-        "ess_per_s_sampling": ess / sampling,
-        "ess_per_s_whole_first_call": ess / (t_model + total),
-        "divergences": int(idata.sample_stats["diverging"].values.sum()),
-    }
+    backend = f"C backend, {blas}" if mode is None else f"{mode} backend"
+    return result_row(
+        f"PyMC {pm.__version__} ({backend}), {cores} core(s)",
+        note=details or f"compile_kwargs={{'mode': '{mode}'}}",
+        sampling=sampling,
+        compile_s=setup,
+        ess=ess,
+        rhat=rhat,
+        divergences=int(idata.sample_stats["diverging"].values.sum()),
+    )
+
+
+def bench_nutpie(X, gm, cores):
+    """nutpie's NUTS (Rust) on the PyMC model, compiled by PyTensor's numba backend."""
+    _configure_pytensor_blas_if_possible()
+    import nutpie
+
+    t = time.perf_counter()
+    model, init = pymc_model(X, gm)
+    compiled = nutpie.compile_pymc_model(
+        model, backend="numba", initial_points=init, jitter_rvs=set()
+    )
+    setup = time.perf_counter() - t
+    t = time.perf_counter()
+    idata = nutpie.sample(
+        compiled,
+        draws=NUM_SAMPLES,
+        tune=NUM_WARMUP,
+        chains=NUM_CHAINS,
+        cores=cores,
+        seed=1,
+        progress_bar=False,
+    )
+    sampling = time.perf_counter() - t
+    ess, rhat = min_bulk_ess(*pymc_draws(idata.posterior), gm.params_)
+    return result_row(
+        f"nutpie {nutpie.__version__} (numba backend), {cores} core(s)",
+        note="started at MAP-EM: compile_pymc_model(initial_points=..., jitter_rvs=set())",
+        sampling=sampling,
+        compile_s=setup,
+        ess=ess,
+        rhat=rhat,
+        divergences=int(idata.sample_stats["diverging"].values.sum()),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
+SYSTEMS = (
+    "bayesgmm",
+    "numpyro-mcmc-sequential",
+    "numpyro-mcmc-vectorized",
+    "stan",
+    "pymc",
+    "pymc-numba",
+    "nutpie",
+)
+
+
 def run_one(name, devices, cores):
     if devices > 1:
         import numpyro
@@ -384,29 +593,26 @@ def run_one(name, devices, cores):
     gm = map_fit(X)
     if name == "stan":
         return bench_stan(X, gm)
+    if name == "nutpie":
+        return bench_nutpie(X, gm, cores)
+    if name == "pymc-numba":
+        return bench_pymc(X, gm, cores, mode="NUMBA")
     return bench_pymc(X, gm, cores)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--only",
-        choices=[
-            "bayesgmm",
-            "numpyro-mcmc-sequential",
-            "numpyro-mcmc-vectorized",
-            "pymc",
-            "stan",
-        ],
-    )
-    parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--only", choices=SYSTEMS)
+    parser.add_argument("--skip", nargs="*", default=[], choices=SYSTEMS)
     parser.add_argument(
         "--devices",
         type=int,
         default=0,
         help="JAX CPU devices for bayesgmm (default: run with 1 and with 2)",
     )
-    parser.add_argument("--pymc-cores", type=int, default=1)
+    parser.add_argument(
+        "--pymc-cores", type=int, default=1, help="chains in parallel for PyMC and nutpie"
+    )
     parser.add_argument(
         "--draws",
         type=int,
@@ -426,7 +632,8 @@ def main():
         runs.append(("bayesgmm", ["--devices", str(devices), "--draws", str(args.draws)]))
     runs += [
         (s, ["--pymc-cores", str(args.pymc_cores), "--draws", str(args.draws)])
-        for s in ("numpyro-mcmc-sequential", "numpyro-mcmc-vectorized", "stan", "pymc")
+        for s in SYSTEMS
+        if s != "bayesgmm"
     ]
     rows = []
     for name, extra in runs:
@@ -456,15 +663,15 @@ def print_table(rows):
     )
     print(
         "| system | sampling s | compile / set-up s | later call s | min bulk ESS | max R-hat "
-        "| ESS/s sampling | ESS/s whole first call | divergences |"
+        "| ESS/s sampling | ESS/s whole first call | divergences | note |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         later = r.get("new_object_s", r.get("second_call_s", float("nan")))
         print(
             f"| {r['system']} | {r['sampling_s']:.1f} | {r['compile_s']:.1f} | {later:.1f} | "
             f"{r['min_ess_bulk']:.0f} | {r['max_rhat']:.3f} | {r['ess_per_s_sampling']:.0f} | "
-            f"{r['ess_per_s_whole_first_call']:.0f} | {r['divergences']} |"
+            f"{r['ess_per_s_whole_first_call']:.0f} | {r['divergences']} | {r.get('note', '')} |"
         )
 
 

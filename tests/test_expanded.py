@@ -133,7 +133,7 @@ def test_distance_guard_refuses_a_far_tight_component():
     shift = jnp.mean(X, axis=0)
     assert not bool(em.expanded._maha_ok(params, shift))
     Xb, wb = em.to_blocks(X, 2, em.EXPANDED_BLOCK_ROWS)
-    _, _, ok = em.expanded._expanded_step(Xb, wb, None, jnp.asarray(1e-6), "full")(params)
+    _, _, ok = em.expanded.expanded_step(Xb, wb, None, jnp.asarray(1e-6), "full")(params)
     assert not bool(ok)
 
 
@@ -145,9 +145,7 @@ def test_scatter_guard_refuses_cancelling_moments(covariance_type):
     assert var[0] < 1e-5 < var[-1]  # the fit found the tight component
     assert bool(em.expanded._maha_ok(params, jnp.mean(X, axis=0)))  # the distance bound alone holds
     Xb, wb = em.to_blocks(X, 2, em.EXPANDED_BLOCK_ROWS)
-    _, new, ok = em.expanded._expanded_step(Xb, wb, None, jnp.asarray(1e-6), covariance_type)(
-        params
-    )
+    _, new, ok = em.expanded.expanded_step(Xb, wb, None, jnp.asarray(1e-6), covariance_type)(params)
     assert not bool(ok)
 
 

@@ -14,7 +14,7 @@ from ..params import GMMParams
 from .kernels import kernels_for
 from .reference import SufficientStats, _m_step_t, _objective
 
-__all__ = ["e_step"]
+__all__ = ["e_step", "centred_step"]
 
 
 def _normalise(wlp, w):
@@ -69,13 +69,32 @@ def e_step(Xb, wb, params: GMMParams):
     return loglik, jnp.swapaxes(RbT, 1, 2)
 
 
-def _centred_step(Xb, wb, prior, reg_covar):
-    """One EM iteration with the centred kernels (exact at any offset of the data)."""
+def centred_step(Xb, wb, prior, reg_covar, covariance_type):
+    """One EM iteration with the centred kernels (exact at any offset of the data).
+
+    Parameters
+    ----------
+    Xb : array (n_blocks, B, d)
+        Data in row blocks (:func:`~bayesgmm.em.reference.to_blocks`).
+    wb : array (n_blocks, B)
+        Row weights (0 on padding rows).
+    prior : Prior or None
+    reg_covar : array ()
+    covariance_type : str
+
+    Returns
+    -------
+    step : callable
+        ``step(params) -> (objective, new_params, ok)``: the objective at ``params`` (before
+        the M-step), the parameters after one iteration, and ``ok`` (always true here; the
+        expanded step of :func:`bayesgmm.em.expanded.expanded_step` has the same signature
+        and refuses itself with ``ok`` false).
+    """
     n_samples = jnp.sum(wb)
     XbT = jnp.swapaxes(Xb, 1, 2)
+    kern = kernels_for(covariance_type)
 
     def step(params):
-        kern = kernels_for(params.covariance_type)
         loglik, nk, sx, RbT = _e_pass(XbT, wb, params)
         lb = _objective(loglik, params, prior, n_samples)
         new = _m_step_t(XbT, RbT, SufficientStats(nk, sx), kern, reg_covar, prior)

@@ -13,8 +13,8 @@ from .._compile import SizedJit
 from ..params import GMMParams
 from ..prior import Prior
 from . import expanded
-from .centred import _centred_step
-from .expanded import EXPANDED_BLOCK_ROWS, _data_mean, _expanded_step, _maha_ok
+from .centred import centred_step
+from .expanded import EXPANDED_BLOCK_ROWS, _data_mean, _maha_ok, expanded_step
 from .init import _starts
 from .reference import EMResult, _all_finite, to_blocks
 
@@ -90,10 +90,10 @@ def _em_impl(X, states: _LoopState, prior, tol, reg_covar, until, max_iter: int,
     stop_when = None
     if mode == "expanded":
         Xb, wb = to_blocks(X, n_components, EXPANDED_BLOCK_ROWS)
-        step = _expanded_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
+        step = expanded_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
     else:
         Xb, wb = to_blocks(X, n_components)
-        step = _centred_step(Xb, wb, prior, reg_covar)
+        step = centred_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
         if mode == "resume":
             shift = _data_mean(jnp.swapaxes(Xb, 1, 2), wb)
 

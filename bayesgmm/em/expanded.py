@@ -22,6 +22,7 @@ from .reference import SufficientStats, _all_finite, _objective, _params_from, _
 __all__ = [
     "prepare_expanded",
     "weighted_log_prob_expanded_t",
+    "expanded_step",
     "use_expanded",
     "MAHA_ERROR_LIMIT",
     "SCATTER_ERROR_LIMIT",
@@ -141,8 +142,14 @@ def _maha_ok(params: GMMParams, shift):
     )
 
 
-def _expanded_step(Xb, wb, prior, reg_covar, covariance_type):
-    """One EM iteration with the expanded kernels, and whether its error bounds hold."""
+def expanded_step(Xb, wb, prior, reg_covar, covariance_type):
+    """One EM iteration with the expanded kernels, and whether its error bounds hold.
+
+    The signature of :func:`bayesgmm.em.centred.centred_step`: ``step(params) -> (objective,
+    new_params, ok)``, where ``ok`` is false when the distance bound
+    (:data:`MAHA_ERROR_LIMIT`) or the moment bound (:data:`SCATTER_ERROR_LIMIT`) fails or a
+    value is not finite; the caller then discards the step and redoes it centred.
+    """
     n_samples = jnp.sum(wb)
     XbT = jnp.swapaxes(Xb, 1, 2)
     kern = kernels_for(covariance_type)
