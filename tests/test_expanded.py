@@ -8,6 +8,8 @@ bound holds, each guard refuses the case it exists for, and a refused fit still 
 centred kernels alone end.
 """
 
+from typing import NamedTuple
+
 import _suite
 import jax
 import jax.numpy as jnp
@@ -36,13 +38,48 @@ def _offset_blobs(n=900, d=3, seed=0, offset=100.0):
     return np.concatenate(parts) + offset
 
 
-def _program(X, n_components, covariance_type, mode, prior=None, max_iter=30, n_init=2):
-    args, static = em.driver._prepare(
-        jax.random.key(1), X, n_components, covariance_type, n_init, "kmeans", max_iter, 0.0,
-        1e-6, prior, None, None, None, None, -np.inf,
+def _start(X, n_components, covariance_type, prior=None, n_init=2):
+    """The starting parameters of ``n_init`` k-means restarts (``fit_em`` with no iteration)."""
+    res = em.fit_em(
+        jax.random.key(1), X, n_components, covariance_type, n_init=n_init, max_iter=0,
+        tol=0.0, reg_covar=1e-6, prior=prior,
     )  # fmt: skip
-    static["mode"] = mode
-    return em.driver._em_program.default(*args, **static)
+    return res.params
+
+
+class _Run(NamedTuple):
+    lower_bounds: np.ndarray  # (n_init, max_iter)
+    params: GMMParams  # batched over restarts
+    ok: np.ndarray  # (n_init, max_iter): whether each step passed its bounds
+    n_iter: np.ndarray
+
+
+def _steps(X, n_components, covariance_type, kind, prior=None, max_iter=30, n_init=2):
+    """``max_iter`` EM iterations of every restart through the public step seam
+    (``em.centred.centred_step`` or ``em.expanded.expanded_step``, blocked as ``fit_em``
+    blocks for them), every step taken whether or not it passed its bounds."""
+    X = jnp.asarray(X)
+    if kind == "expanded":
+        Xb, wb = em.to_blocks(X, n_components, em.EXPANDED_BLOCK_ROWS)
+        make = em.expanded.expanded_step
+    else:
+        Xb, wb = em.to_blocks(X, n_components)
+        make = em.centred.centred_step
+    step = jax.jit(make(Xb, wb, prior, jnp.asarray(1e-6), covariance_type))
+    starts = _start(X, n_components, covariance_type, prior, n_init)
+    lbs, oks, finals = [], [], []
+    for i in range(n_init):
+        params = jax.tree_util.tree_map(lambda a, i=i: a[i], starts)
+        run_lb, run_ok = [], []
+        for _ in range(max_iter):
+            lb, params, ok = step(params)
+            run_lb.append(float(lb))
+            run_ok.append(bool(ok))
+        lbs.append(run_lb)
+        oks.append(run_ok)
+        finals.append(params)
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *finals)
+    return _Run(np.array(lbs), stacked, np.array(oks), np.full(n_init, max_iter))
 
 
 def _assert_same_run(a, b, rtol=RTOL):
@@ -58,9 +95,9 @@ def _assert_same_run(a, b, rtol=RTOL):
 def test_expanded_iterations_equal_centred(covariance_type, with_prior):
     X = _offset_blobs()
     prior = Prior.default(X, 3, covariance_type) if with_prior else None
-    centred = _program(X, 3, covariance_type, "centred", prior)
-    expanded = _program(X, 3, covariance_type, "expanded", prior)
-    assert not np.any(np.asarray(expanded.stopped))  # every step passed the bounds
+    centred = _steps(X, 3, covariance_type, "centred", prior)
+    expanded = _steps(X, 3, covariance_type, "expanded", prior)
+    assert np.all(expanded.ok)  # every step passed the bounds
     _assert_same_run(centred, expanded)
 
 
@@ -123,8 +160,10 @@ def _cancelling():
 
 
 def _fitted_params(X, k, covariance_type):
-    st = _program(X, k, covariance_type, "centred", max_iter=50, n_init=1)
-    return jax.tree_util.tree_map(lambda a: a[0], st.params)
+    # 1000 rows: a small problem, which fit_em runs with the centred kernels only.
+    assert not em.expanded.use_expanded(np.float64, len(X), k, X.shape[1])
+    res = em.fit_em(jax.random.key(1), X, k, covariance_type, max_iter=50, tol=0.0)
+    return jax.tree_util.tree_map(lambda a: a[0], res.params)
 
 
 def test_distance_guard_refuses_a_far_tight_component():
@@ -150,16 +189,16 @@ def test_scatter_guard_refuses_cancelling_moments(covariance_type):
 
 
 @pytest.mark.parametrize("make", [_tight_far_component, _cancelling], ids=["far", "cancel"])
-def test_refused_fits_end_where_the_centred_kernels_end(make, covariance_type):
+def test_refused_fits_end_where_the_centred_kernels_end(make, covariance_type, monkeypatch):
     X = make()
-    k = 2
-    centred = em.driver._result(_program(X, k, covariance_type, "centred", max_iter=40))
-    args, static = em.driver._prepare(
-        jax.random.key(1), X, k, covariance_type, 2, "kmeans", 40, 0.0, 1e-6, None, None,
-        None, None, None, -np.inf,
-    )  # fmt: skip
-    static["mode"] = "expanded"
-    result = em.driver._result(em.driver._run_program(args, static))
+
+    def fit():
+        return em.fit_em(jax.random.key(1), X, 2, covariance_type, n_init=2, max_iter=40, tol=0.0)
+
+    monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: False)
+    centred = fit()
+    monkeypatch.setattr(em.expanded, "use_expanded", lambda dtype, *shape: True)
+    result = fit()
     _assert_same_run(centred, result, rtol=1e-7)
 
 
