@@ -71,6 +71,7 @@ def check_data(
     n_features: int | None = None,
     dtype=None,
     fitted_by: str = "the model",
+    allow_nan: bool = False,
 ) -> np.ndarray:
     """Validate a data matrix and return it as a C-contiguous NumPy float array.
 
@@ -89,6 +90,8 @@ def check_data(
     fitted_by : str
         What was fitted with ``n_features`` columns (an estimator's class name), for the
         message when the number differs.
+    allow_nan : bool, default False
+        Accept NaN as a missing value (infinity is still refused).
 
     Returns
     -------
@@ -155,12 +158,16 @@ def check_data(
         )
     out_dtype = result_dtype(arr.dtype) if dtype is None else np.dtype(dtype)
     arr = np.ascontiguousarray(arr, dtype=out_dtype)
-    if not np.all(np.isfinite(arr)):
-        bad = np.flatnonzero(~np.all(np.isfinite(arr), axis=1))
+    finite = np.isfinite(arr) | (np.isnan(arr) if allow_nan else False)
+    if not np.all(finite):
+        bad = np.flatnonzero(~np.all(finite, axis=1))
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+        if allow_nan:
+            raise ValueError(f"{name} contains infinity in {bad.size} row(s) (rows {shown})")
         raise ValueError(
             f"{name} contains NaN or infinity in {bad.size} row(s) (rows {shown}); "
-            "remove or impute them before fitting"
+            "remove or impute them before fitting, or, for NaN marking missing values, use "
+            "GaussianMixture(missing='marginalize')"
         )
     # Squared distances must stay finite in the computation dtype: |x|**2 overflows float32
     # beyond ~1e18 and float64 beyond ~1e153 (EM would then fail with a misleading message).
@@ -168,7 +175,7 @@ def check_data(
     if np.any(np.abs(arr) > limit):
         hint = "pass float64 data or rescale it" if out_dtype == np.float32 else "rescale it"
         raise ValueError(
-            f"{name} has values up to {np.abs(arr).max():.3g}, too large for {out_dtype} "
+            f"{name} has values up to {np.nanmax(np.abs(arr)):.3g}, too large for {out_dtype} "
             f"arithmetic (squared distances overflow above {limit:.3g}); {hint}"
         )
     return arr
@@ -223,6 +230,64 @@ def check_nonnegative_float(value, name: str, *, strictly_positive: bool = False
         need = "> 0" if strictly_positive else ">= 0"
         raise ValueError(f"{name} must be a finite number {need}; got {value}")
     return value
+
+
+def check_sample_weight(sample_weight, n_samples: int, dtype, *, min_positive: int = 1):
+    """``sample_weight`` as a float array (n_samples,) of ``dtype``, or None for None.
+
+    Weights are scikit-learn's: a non-negative, finite multiplicity per row (an integer
+    weight is that many copies of the row; zero is a row that is absent). At least
+    ``min_positive`` rows must carry a positive weight (a mixture of K components needs K).
+    Weights that are all 1 return None: that is the unweighted problem.
+
+    Raises
+    ------
+    TypeError
+        Not numeric.
+    ValueError
+        Wrong shape or length, negative, NaN or infinite entries, or too few positive ones.
+    """
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"sample_weight must be a 1-D array of numbers; got {exc}") from None
+    if w.dtype == object or not (
+        np.issubdtype(w.dtype, np.number) or np.issubdtype(w.dtype, np.bool_)
+    ):
+        raise TypeError(f"sample_weight must be a 1-D array of numbers; got dtype {w.dtype}")
+    if np.iscomplexobj(w):
+        raise TypeError("sample_weight must be real; got complex values")
+    if w.ndim == 0:
+        w = np.full(n_samples, w.item())
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), one weight per row of X; "
+            f"got shape {w.shape}"
+        )
+    w = w.astype(dtype)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(
+            f"sample_weight must be finite; got {int(np.sum(~np.isfinite(w)))} NaN or "
+            "infinite entries"
+        )
+    if np.any(w < 0):
+        raise ValueError(
+            f"sample_weight must be non-negative; got {int(np.sum(w < 0))} negative entries "
+            f"(smallest {float(w.min())})"
+        )
+    if np.all(w == 1):
+        # All ones is the unweighted problem: the same programs and random streams run, so
+        # fit(X, sample_weight=np.ones(n)) is fit(X) bit for bit.
+        return None
+    n_positive = int(np.sum(w > 0))
+    if n_positive < min_positive:
+        what = "all zero" if n_positive == 0 else f"only {n_positive} positive"
+        raise ValueError(
+            f"sample_weight must give at least {min_positive} rows a positive weight; got {what}"
+        )
+    return w
 
 
 def check_covariance_type(value) -> str:

@@ -97,10 +97,18 @@ def _check_output(path, force: bool) -> Path | None:
     return path
 
 
-def _read(args, *, n_features=None):
+def _read(args, *, n_features=None, allow_nan=False):
+    """``(X, names, weights)`` of the DATA argument (weights None without ``--weights``);
+    ``allow_nan`` keeps missing values as NaN."""
     from .io import read_data
 
-    X, names, info = read_data(args.data, columns=args.columns, drop_nan=args.drop_nan)
+    X, names, info = read_data(
+        args.data,
+        columns=args.columns,
+        drop_nan=args.drop_nan,
+        weights=getattr(args, "weights", None),
+        allow_nan=allow_nan and not args.drop_nan,
+    )
     if info["dropped"]:
         shown = ", ".join(info["dropped"][:5]) + (" ..." if len(info["dropped"]) > 5 else "")
         _log(f"dropped {len(info['dropped'])} row(s) with missing values ({shown})")
@@ -109,7 +117,10 @@ def _read(args, *, n_features=None):
             f"the model has {n_features} features but {args.data} gives {X.shape[1]} columns; "
             "choose the model's columns with --columns"
         )
-    return X, names
+    if info["weights"] is not None:
+        w = info["weights"]
+        _log(f"row weights from column {args.weights!r}: total {w.sum():.6g}")
+    return X, names, info["weights"]
 
 
 def _check_rows(X, k: int, source) -> None:
@@ -176,7 +187,8 @@ def _cmd_fit(args) -> int:
     from .estimator import GaussianMixture
 
     out = _check_output(args.output, args.force)
-    X, names = _read(args)
+    marginalize = args.missing == "marginalize"
+    X, names, weights = _read(args, allow_nan=marginalize)
     k = args.n_components
     if k < 1:
         raise UsageError(f"-k must be at least 1; got {k}")
@@ -199,6 +211,8 @@ def _cmd_fit(args) -> int:
             num_samples=args.num_samples,
             num_chains=args.num_chains,
             seed=args.seed,
+            sample_weight=weights,
+            missing=args.missing,
         )
         post.feature_names = list(names)
         post, _ = post.relabel()
@@ -218,16 +232,19 @@ def _cmd_fit(args) -> int:
         init_params=args.init,
         max_iter=args.max_iter,
         tol=args.tol,
-    ).fit(X)
+        missing=args.missing,
+    ).fit(X, sample_weight=weights)
     gm.feature_names_in_ = np.asarray(names, dtype=object)
-    n = X.shape[0]
+    n = X.shape[0] if weights is None else weights.sum()
     _log(
         f"converged: {'yes' if gm.converged_ else 'no'} after {gm.n_iter_} iterations; "
         f"objective per sample {gm.lower_bound_:.6g}"
     )
+    loglik = gm.score(X, sample_weight=weights) * n
+    bic, aic = gm.bic(X, sample_weight=weights), gm.aic(X, sample_weight=weights)
     _log(
-        f"log-likelihood {gm.score(X) * n:.6g}  BIC {gm.bic(X):.6g}  AIC {gm.aic(X):.6g}"
-        "  (lower BIC/AIC is better)"
+        f"log-likelihood {loglik:.6g}  BIC {bic:.6g}  AIC {aic:.6g}  (lower BIC/AIC is better)"
+        + ("" if weights is None else "; all weighted")
     )
     _log("component  weight   mean")
     for j in range(k):
@@ -364,7 +381,7 @@ def _cmd_select(args) -> int:
     plot = _check_output(args.plot, args.force)
     ks = _parse_k(args.k)
     types = _parse_types(args.covariance_type)
-    X, names = _read(args)
+    X, names, weights = _read(args)
     _check_rows(X, min(ks), args.data)
     usable = [k for k in ks if k <= X.shape[0]]
     if len(usable) < len(ks):
@@ -382,6 +399,7 @@ def _cmd_select(args) -> int:
         strategy=args.strategy,
         n_init=args.n_init,
         init_params=args.init,
+        sample_weight=weights,
     )
     _log(str(table))
     _log(
@@ -429,7 +447,8 @@ def _cmd_predict(args) -> int:
     out = _check_output(args.output, args.force)
     model = _load_model(args.model)
     n_features = model.n_features if _is_posterior(model) else model.n_features_in_
-    X, _ = _read(args, n_features=n_features)
+    marginalize = getattr(model, "missing", "error") == "marginalize"
+    X, _, _ = _read(args, n_features=n_features, allow_nan=marginalize)
     proba = np.asarray(model.predict_proba(X))
     labels = np.argmax(proba, axis=1)
     header = ["label", *(f"p{j}" for j in range(proba.shape[1]))]
@@ -441,6 +460,41 @@ def _cmd_predict(args) -> int:
             f"wrote labels and responsibilities of {X.shape[0]} rows to {out}; "
             f"rows per component: {', '.join(map(str, counts.tolist()))}"
         )
+    return 0
+
+
+def _cmd_impute(args) -> int:
+    import numpy as np
+
+    out = _check_output(args.output, args.force)
+    model = _load_model(args.model)
+    posterior = _is_posterior(model)
+    n_features = model.n_features if posterior else model.n_features_in_
+    X, names, _ = _read(args, n_features=n_features, allow_nan=True)
+    n_missing = int(np.isnan(X).sum())
+    if args.draws < 0:
+        raise UsageError(f"--draws must be >= 0; got {args.draws}")
+    if posterior and args.draws == 0:
+        raise UsageError(
+            f"{args.model} is a posterior: give --draws N for N imputations from its draws"
+        )
+    if posterior:
+        draws = model.impute(X, n_draws=args.draws, seed=args.seed)
+        header = ["draw", *names]
+        rows = ([s, *r] for s in range(args.draws) for r in draws[s].tolist())
+        what = f"{args.draws} imputation(s), each under one posterior draw"
+    elif args.draws == 0:
+        filled = model.impute(X)
+        header, rows = list(names), (list(r) for r in filled.tolist())
+        what = "conditional expectations"
+    else:
+        draws = model.sample_missing(X, args.draws, random_state=args.seed)
+        header = ["draw", *names]
+        rows = ([s, *r] for s in range(args.draws) for r in draws[s].tolist())
+        what = f"{args.draws} imputation(s) drawn from the conditional distributions"
+    _write_csv(out, header, rows, force=args.force)
+    if out is not None:
+        _log(f"filled {n_missing} missing value(s) of {X.shape[0]} rows by {what}; wrote {out}")
     return 0
 
 
@@ -654,6 +708,15 @@ def _data_options(p) -> None:
     )
 
 
+def _weights_option(p) -> None:
+    p.add_argument(
+        "--weights",
+        metavar="COLUMN",
+        help="a column (name or 0-based index) of non-negative row weights (counts, survey "
+        "or importance weights); the data are the other columns unless --columns says",
+    )
+
+
 def _init_option(p) -> None:
     from ._validation import INIT_METHODS
 
@@ -729,8 +792,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-warmup", type=int, default=1000, help="NUTS warm-up steps per chain")
     p.add_argument("--num-samples", type=int, default=1000, help="NUTS draws per chain")
     p.add_argument("--num-chains", type=int, default=4)
+    p.add_argument(
+        "--missing",
+        choices=("error", "marginalize"),
+        default="error",
+        help="what missing values (empty, NA, nan) mean: refuse them, or fit every row on its "
+        "observed values (missing at random)",
+    )
     _output_options(p, "MODEL", "save to this file (EM: a .bgmm zip; NUTS: ArviZ netCDF, .nc)")
     _data_options(p)
+    _weights_option(p)
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser(
@@ -758,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="save the criterion curves (png, pdf, svg)")
     _output_options(p, "MODEL", "save the best model to this file", "existing output files")
     _data_options(p)
+    _weights_option(p)
     p.set_defaults(func=_cmd_select)
 
     p = sub.add_parser(
@@ -786,6 +858,25 @@ def build_parser() -> argparse.ArgumentParser:
     _output_options(p, "FILE", "CSV file (default: standard output)")
     _data_options(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "impute",
+        parents=[common],
+        help="fill missing values of data from a saved model",
+        description=(
+            "Fill the missing values (empty, NA, nan) of DATA with their conditional "
+            "expectations under an EM model, or with --draws N multiple imputations drawn from "
+            "their conditional distributions (from a posterior: each under one posterior draw, "
+            "so they carry the parameters' uncertainty); a 'draw' column numbers them."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--draws", type=int, default=0, metavar="N", help="multiple imputations")
+    p.add_argument("--seed", type=int, default=0)
+    _output_options(p, "FILE", "CSV file (default: standard output)")
+    _data_options(p)
+    p.set_defaults(func=_cmd_impute)
 
     p = sub.add_parser(
         "diagnose",

@@ -12,7 +12,8 @@ sample_stats          ``diverging``, ``energy``, ``lp``, ``n_steps``, ``tree_dep
 log_likelihood        ``obs`` (obs_id): one value per observation, for ``az.loo``/``az.waic``
 observed_data         ``obs`` (obs_id, feature), no chain/draw
 posterior_predictive  ``obs`` (obs_id, feature): one replicate data set per draw (on request)
-constant_data         the prior's hyperparameters (``prior_*``) and the MAP-EM start (``map_*``)
+constant_data         the prior's hyperparameters (``prior_*``), the MAP-EM start (``map_*``)
+                      and, for a weighted likelihood, ``sample_weight`` (obs_id)
 ===================== ==========================================================================
 
 ``attrs`` record the covariance type, whether the draws were relabeled and the sampler settings,
@@ -42,6 +43,7 @@ _SETTING_KEYS = (
     "target_accept_prob",
     "max_tree_depth",
     "dense_mass",
+    "missing",
 )
 
 
@@ -136,6 +138,7 @@ def to_inference_data(post, *, posterior_predictive=False, log_likelihood=True, 
                 "map_weights": ["component"],
                 "map_means": ["component", "feature"],
                 "map_covariances": _cov_dims(ct),
+                "sample_weight": ["obs_id"],
             },
         ),
     }
@@ -180,6 +183,8 @@ def _constant_data(post):
         map_means=np.asarray(mp.means),
         map_covariances=np.asarray(mp.covariances),
     )
+    if getattr(post, "sample_weight", None) is not None:
+        out["sample_weight"] = np.asarray(post.sample_weight)
     return out
 
 
@@ -193,7 +198,8 @@ def read_inference_data(idata):
         ``draws`` (GMMParams with leading (chain, draw) axes), ``X``, ``prior``,
         ``map_params``, ``map_info`` (the MAP-EM run's ``lower_bound``, ``n_iter``,
         ``converged`` and, in newer files, ``n_init``; or an empty dict),
-        ``sample_stats``, ``relabeled``, ``feature_names`` and ``settings``.
+        ``sample_stats``, ``relabeled``, ``feature_names``, ``settings`` and
+        ``sample_weight`` (the likelihood's row weights, None when unweighted).
 
     Raises
     ------
@@ -274,6 +280,7 @@ def read_inference_data(idata):
         relabeled=bool(int(attrs.get("bayesgmm_relabeled", 0))),
         feature_names=feature_names,
         settings=settings,
+        sample_weight=const["sample_weight"].values if "sample_weight" in const else None,
     )
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import density
+from . import density, marginal
 from ._exceptions import ConvergenceWarning, NotFittedError, sklearn_compatible
 from ._random import as_key
 from ._validation import (
@@ -22,10 +22,18 @@ from ._validation import (
     check_data,
     check_nonnegative_float,
     check_positive_int,
+    check_sample_weight,
     warn_if_reg_covar_dominates,
 )
 from .covariance import get_covariance_type
-from .em import FIT_FAILED_MESSAGE, INIT_METHODS, BestFit, fit_best, fit_summary  # noqa: F401
+from .em import (  # noqa: F401
+    FIT_FAILED_MESSAGE,
+    INIT_METHODS,
+    BestFit,
+    fit_best,
+    fit_summary,
+    mean_imputed,
+)
 from .params import GMMParams
 from .prior import Prior
 
@@ -97,6 +105,17 @@ class GaussianMixture:
     prior : Prior, 'default' or None, default None
         ``None`` is maximum likelihood; ``'default'`` is mclust's data-dependent conjugate
         prior (:meth:`Prior.default`); a :class:`Prior` is used as given (MAP-EM).
+    missing : {'error', 'marginalize'}, default 'error'
+        What NaN in ``X`` means. ``'error'`` refuses it. ``'marginalize'`` treats NaN as a
+        value missing at random: EM uses each row's observed coordinates (the marginal
+        density for the responsibilities, the conditional expectations and covariances of
+        the missing coordinates in the M-step; Ghahramani and Jordan 1994), and
+        ``score_samples``, ``predict_proba``, ``predict``, ``score``, ``bic``, ``aic`` of rows
+        with NaN use the marginal density of their observed values. :meth:`impute` and
+        :meth:`sample_missing` complete rows. A row with every value missing carries no
+        information: its density is 1, its responsibilities are the weights. The
+        initialisation (and ``prior='default'``'s data moments) run on the column-mean-imputed
+        data; EM itself never imputes. Data without NaN fit exactly as with ``'error'``.
 
     Attributes
     ----------
@@ -149,6 +168,7 @@ class GaussianMixture:
         verbose=0,
         verbose_interval=10,
         prior=None,
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -165,6 +185,7 @@ class GaussianMixture:
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.prior = prior
+        self.missing = missing
 
     # --- scikit-learn estimator protocol --------------------------------------------------
     @classmethod
@@ -215,6 +236,7 @@ class GaussianMixture:
 
     # --- validation ---------------------------------------------------------------------
     def _check_parameters(self, X):
+        self._check_missing()
         n_samples, d = X.shape
         k = check_positive_int(self.n_components, "n_components")
         check_covariance_type(self.covariance_type)
@@ -292,7 +314,11 @@ class GaussianMixture:
             covs = np.asarray(ct.covariance_from_precision(jnp.asarray(prec)))
         return weights, means, covs
 
-    def _resolve_prior(self, X):
+    def _check_missing(self):
+        if self.missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize'; got {self.missing!r}")
+
+    def _resolve_prior(self, X, sample_weight=None):
         prior = self.prior
         if prior is None:
             return None
@@ -300,7 +326,7 @@ class GaussianMixture:
         if isinstance(prior, str):
             if prior != "default":
                 raise ValueError(f"prior must be None, 'default' or a Prior; got {prior!r}")
-            prior = Prior.default(X, k, self.covariance_type)
+            prior = Prior.default(X, k, self.covariance_type, sample_weight=sample_weight)
         if not isinstance(prior, Prior):
             raise TypeError(f"prior must be None, 'default' or a Prior; got {type(prior).__name__}")
         if prior.covariance_type != self.covariance_type:
@@ -321,30 +347,53 @@ class GaussianMixture:
         return prior
 
     # --- fitting --------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Estimate the parameters by EM. ``X`` has shape (n_samples, n_features); returns self."""
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters by EM; returns self.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative row multiplicities (survey weights, counts of binned or aggregated
+            data, importance weights). Every statistic, the objective (the weighted mean
+            log-likelihood, ``lower_bound_``), the k-means / k-means++ / random_from_data
+            initialisation and ``prior="default"`` are weighted, so integer weights give
+            exactly the fit of the data with rows repeated and a zero weight is a row that
+            is absent. ``init_params="hc"`` refuses weights.
+        """
         # No final E-step here (fit_predict has one): it would compile a prediction program
         # for every model shape, which model-selection grids never use.
-        self._fit(X)
+        self._fit(X, sample_weight=sample_weight)
         return self
 
-    def fit_predict(self, X, y=None):
-        """Fit, then return the most probable component of each row of ``X``; (n_samples,)."""
-        Xj = self._fit(X)
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit (``sample_weight`` as in :meth:`fit`), then return the most probable component
+        of each row of ``X``; shape (n_samples,)."""
+        Xj = self._fit(X, sample_weight=sample_weight)
         # Always a final E-step, so that fit_predict(X) equals fit(X).predict(X) whatever
         # max_iter and tol were (the last M-step moved the parameters after the last E-step).
+        if np.isnan(np.asarray(Xj)).any():
+            return np.argmax(marginal.predict_proba_missing(Xj, self.params_), axis=1)
         return np.asarray(density.predict(Xj, self.params_))
 
-    def _fit(self, X, resp_init=None):
+    def _fit(self, X, resp_init=None, sample_weight=None):
         """Validate, run EM and store the fitted attributes; returns ``X`` as a JAX array.
         Warnings use ``stacklevel=3``: they point at the caller of ``fit``/``fit_predict``.
 
         ``resp_init`` (n_samples, n_components), for :func:`bayesgmm.select`: start from the
         M-step of these responsibilities instead of ``init_params``."""
-        X = check_data(X, min_samples=2)
+        self._check_missing()
+        X = check_data(X, min_samples=2, allow_nan=self.missing == "marginalize")
         weights, means, covs = self._check_parameters(X)
-        warn_if_reg_covar_dominates(X, float(self.reg_covar))
-        prior = self._resolve_prior(X)
+        sample_weight = check_sample_weight(
+            sample_weight, X.shape[0], X.dtype, min_positive=int(self.n_components)
+        )
+        # With missing values, the warning's scale and the default prior's data moments come
+        # from the column-mean-imputed data (EM itself uses the observed values only).
+        complete = mean_imputed(X, sample_weight) if np.isnan(X).any() else X
+        warn_if_reg_covar_dominates(complete, float(self.reg_covar))
+        prior = self._resolve_prior(complete, sample_weight)
         k = int(self.n_components)
         params_init = None
         lower_bound_init = -np.inf
@@ -378,6 +427,7 @@ class GaussianMixture:
             params_init=params_init,
             lower_bound_init=lower_bound_init,
             resp_init=None if params_init is not None else resp_init,
+            sample_weight=sample_weight,
         )
         self._store(fit, prior, X.shape[1])
         if self.verbose:
@@ -487,24 +537,112 @@ class GaussianMixture:
     def _checked(self, X):
         self._check_fitted()
         return jnp.asarray(
-            check_data(X, n_features=self.n_features_in_, fitted_by=type(self).__name__)
+            check_data(
+                X,
+                n_features=self.n_features_in_,
+                fitted_by=type(self).__name__,
+                allow_nan=getattr(self, "missing", "error") == "marginalize",
+            )
         )
 
-    def score_samples(self, X):
-        """Log density ``log p(x)`` of each row; shape (n_samples,)."""
-        return np.asarray(density.log_prob(self._checked(X), self.params_))
+    def _checked_missing(self, X):
+        """``(X, whether it has NaN)``: rows with NaN go through :mod:`bayesgmm.marginal`."""
+        Xj = self._checked(X)
+        return Xj, bool(jnp.isnan(Xj).any())
 
-    def score(self, X, y=None):
-        """Mean log-likelihood of ``X`` (higher is better)."""
-        return float(np.mean(self.score_samples(X)))
+    def score_samples(self, X):
+        """Log density ``log p(x)`` of each row; shape (n_samples,). With
+        ``missing='marginalize'``, rows with NaN get the marginal density of their observed
+        values."""
+        Xj, has_nan = self._checked_missing(X)
+        if has_nan:
+            return marginal.log_prob_missing(Xj, self.params_)
+        return np.asarray(density.log_prob(Xj, self.params_))
+
+    def score(self, X, y=None, sample_weight=None):
+        """Mean log-likelihood of ``X`` (higher is better); with ``sample_weight``
+        (n_samples,), the weighted mean ``sum(w log p(x)) / sum(w)``."""
+        logp = self.score_samples(X)
+        w = check_sample_weight(sample_weight, logp.shape[0], logp.dtype)
+        return float(np.mean(logp) if w is None else np.sum(w * logp) / np.sum(w))
+
+    def _total_loglik(self, X, sample_weight):
+        """``(sum(w log p(x)), sum(w))`` of the rows of ``X`` (weights 1 without weights)."""
+        logp = self.score_samples(X)
+        w = check_sample_weight(sample_weight, logp.shape[0], logp.dtype)
+        if w is None:
+            return float(np.mean(logp)) * logp.shape[0], logp.shape[0]
+        return float(np.sum(w * logp)), float(np.sum(w))
 
     def predict_proba(self, X):
-        """Responsibilities; shape (n_samples, n_components), rows summing to one."""
-        return np.asarray(density.predict_proba(self._checked(X), self.params_))
+        """Responsibilities; shape (n_samples, n_components), rows summing to one (from the
+        observed values of rows with NaN, with ``missing='marginalize'``)."""
+        Xj, has_nan = self._checked_missing(X)
+        if has_nan:
+            return marginal.predict_proba_missing(Xj, self.params_)
+        return np.asarray(density.predict_proba(Xj, self.params_))
 
     def predict(self, X):
         """Most probable component; shape (n_samples,)."""
-        return np.asarray(density.predict(self._checked(X), self.params_))
+        Xj, has_nan = self._checked_missing(X)
+        if has_nan:
+            return np.argmax(marginal.predict_proba_missing(Xj, self.params_), axis=1)
+        return np.asarray(density.predict(Xj, self.params_))
+
+    def impute(self, X):
+        """``X`` with every missing value (NaN) replaced by its conditional expectation
+        ``E[x_m | x_o]`` under the fitted mixture; observed values unchanged.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features), NaN marking missing values
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            A row with every value missing becomes the mixture mean.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesgmm import GaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.multivariate_normal([0, 0], [[1, 0.9], [0.9, 1]], 500)
+        >>> gm = GaussianMixture(1, missing="marginalize").fit(X)
+        >>> np.round(gm.impute([[2.0, np.nan]]), 1)  # E[x1 | x0 = 2] = 0.9 * 2
+        array([[2. , 1.8]])
+        """
+        Xj = self._checked_nan(X, "impute")
+        return marginal.conditional_mean(Xj, self.params_)
+
+    def sample_missing(self, X, n_draws=1, random_state=None):
+        """Multiple imputations: ``n_draws`` completions of ``X``, each missing value drawn
+        from its conditional distribution given the row's observed values (a component from
+        the row's responsibilities, then that component's conditional Gaussian).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features), NaN marking missing values
+        n_draws : int, default 1
+        random_state : optional
+            Defaults to the estimator's ``random_state``.
+
+        Returns
+        -------
+        ndarray of shape (n_draws, n_samples, n_features)
+        """
+        Xj = self._checked_nan(X, "sample_missing")
+        n_draws = check_positive_int(n_draws, "n_draws")
+        rs = self.random_state if random_state is None else random_state
+        return marginal.sample_missing(as_key(rs), Xj, self.params_, n_draws)
+
+    def _checked_nan(self, X, what):
+        self._check_fitted()
+        return np.asarray(
+            check_data(
+                X, n_features=self.n_features_in_, fitted_by=type(self).__name__, allow_nan=True
+            )
+        )
 
     def sample(self, n_samples=1, random_state=None):
         """Draw synthetic data from the fitted mixture.
@@ -539,16 +677,21 @@ class GaussianMixture:
     def _n_parameters(self):
         return n_parameters(self.params_.n_components, self.n_features_in_, self.covariance_type)
 
-    def bic(self, X):
-        """Bayesian information criterion on ``X``; lower is better."""
-        X = self._checked(X)
-        n = X.shape[0]
-        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+    def bic(self, X, sample_weight=None):
+        """Bayesian information criterion on ``X``; lower is better.
 
-    def aic(self, X):
-        """Akaike information criterion on ``X``; lower is better."""
-        X = self._checked(X)
-        return float(-2 * self.score(X) * X.shape[0] + 2 * self._n_parameters())
+        ``-2 log L + p log n``; with ``sample_weight`` (n_samples,), the weighted
+        log-likelihood ``sum(w log p(x))`` and ``n = sum(w)`` (the criterion of the data with
+        rows repeated, for integer weights).
+        """
+        loglik, n = self._total_loglik(X, sample_weight)
+        return float(-2 * loglik + self._n_parameters() * np.log(n))
+
+    def aic(self, X, sample_weight=None):
+        """Akaike information criterion ``-2 log L + 2 p`` on ``X``; lower is better
+        (``sample_weight`` weights the log-likelihood as in :meth:`bic`)."""
+        loglik, _ = self._total_loglik(X, sample_weight)
+        return float(-2 * loglik + 2 * self._n_parameters())
 
 
 def load_estimator(path) -> GaussianMixture:

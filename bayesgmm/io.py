@@ -92,6 +92,7 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _NETCDF3_MAGIC = b"CDF"
 _PRIOR_FIELDS = ("weight_concentration", "mean", "mean_precision", "dof", "scale")
 _SCALAR_PARAMS = (
+    "missing",
     "n_components",
     "covariance_type",
     "tol",
@@ -636,7 +637,26 @@ def _select_columns(names, columns, n_columns, path):
     return out
 
 
-def read_data(path, *, columns=None, drop_nan: bool = False):
+def _with_weights(names, columns, weights, n_columns, path):
+    """``(data column indices, the weight column's index or None)``; without ``columns`` the
+    data are every column but the weights'."""
+    idx = _select_columns(names, columns, n_columns, path)
+    if weights is None:
+        return idx, None
+    (widx,) = _select_columns(names, [weights], n_columns, path)
+    if widx in idx:
+        if columns is not None:
+            raise ValueError(
+                f"column {weights!r} of {path} is chosen both as data (--columns) and as "
+                "weights (--weights); a column is one or the other"
+            )
+        idx.remove(widx)
+    if not idx:
+        raise ValueError(f"{path} has no data columns left beside the weights column {weights!r}")
+    return idx, widx
+
+
+def read_data(path, *, columns=None, drop_nan: bool = False, weights=None, allow_nan: bool = False):
     """Read a data matrix from CSV/TSV text, ``.npy`` or ``.npz``.
 
     Parameters
@@ -650,12 +670,20 @@ def read_data(path, *, columns=None, drop_nan: bool = False):
         Columns to keep: header names or 0-based indices (a comma-separated string or a list).
     drop_nan : bool, default False
         Drop rows with missing values instead of refusing them.
+    weights : str or int, optional
+        A column (header name or 0-based index) of row weights, returned apart from ``X``
+        (``info["weights"]``); without ``columns`` the data are every other column. A row
+        with a missing weight counts as a row with a missing value.
+    allow_nan : bool, default False
+        Keep missing values in the data columns as NaN (for models that marginalise them);
+        infinite values and missing weights are still refused.
 
     Returns
     -------
     X : ndarray of shape (n_samples, n_features), float64 (float32 arrays stay float32)
     names : list of str, the column names (``x0, x1, ...`` without a header)
-    info : dict with ``dropped`` (file rows dropped for missing values)
+    info : dict with ``dropped`` (file rows dropped for missing values) and ``weights``
+        (ndarray (n_samples,), or None without ``weights``)
     """
     path = Path(path)
     if not path.exists():
@@ -688,8 +716,8 @@ def read_data(path, *, columns=None, drop_nan: bool = False):
         if arr.ndim != 2:
             raise ValueError(f"{path} holds a {arr.ndim}-D array; a 2-D array is needed")
         names = [f"x{i}" for i in range(arr.shape[1])]
-        idx = _select_columns(None, columns, arr.shape[1], path)
-        X = arr[:, idx]
+        idx, widx = _with_weights(None, columns, weights, arr.shape[1], path)
+        X = arr[:, idx + ([] if widx is None else [widx])]
         if X.dtype.kind != "f":
             X = X.astype(np.float64)
         names = [names[i] for i in idx]
@@ -706,15 +734,16 @@ def read_data(path, *, columns=None, drop_nan: bool = False):
         if fast is not None:
             full, header = fast
             names = header if header is not None else [f"x{i}" for i in range(full.shape[1])]
-            idx = _select_columns(header, columns, full.shape[1], path)
-            X = full[:, idx]
+            idx, widx = _with_weights(header, columns, weights, full.shape[1], path)
+            X = full[:, idx + ([] if widx is None else [widx])]
         else:
             rows, header, line_numbers = _read_csv(path, delimiter)
             n_columns = len(rows[0])
             names = header if header is not None else [f"x{i}" for i in range(n_columns)]
-            idx = _select_columns(header, columns, n_columns, path)
-            X = np.empty((len(rows), len(idx)))
-            for j, c in enumerate(idx):
+            idx, widx = _with_weights(header, columns, weights, n_columns, path)
+            cols = idx + ([] if widx is None else [widx])
+            X = np.empty((len(rows), len(cols)))
+            for j, c in enumerate(cols):
                 for i, row in enumerate(rows):
                     try:
                         X[i, j] = _to_float(row[c])
@@ -732,17 +761,24 @@ def read_data(path, *, columns=None, drop_nan: bool = False):
                 line_numbers = _data_lines(_file_lines(path))[1 if header is not None else 0 :]
             return f"line {line_numbers[i]}"
 
-    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    finite = np.isfinite(X)
+    if allow_nan:
+        finite[:, : len(idx)] |= np.isnan(X[:, : len(idx)])
+    bad = np.flatnonzero(~finite.all(axis=1))
     dropped = []
     if bad.size:
         if not drop_nan:
             shown = ", ".join(label(i) for i in bad[:8]) + (" ..." if bad.size > 8 else "")
             raise ValueError(
                 f"{path} has missing or infinite values in {bad.size} row(s) ({shown}); "
-                "remove them or pass --drop-nan"
+                "remove them or pass --drop-nan (bayesgmm fit --missing marginalize fits rows on "
+                "their observed values)"
             )
         dropped = [label(i) for i in bad]
         X = np.delete(X, bad, axis=0)
     if X.shape[0] == 0:
         raise ValueError(f"{path} has no complete rows left")
-    return np.ascontiguousarray(X), names, {"dropped": dropped}
+    w = None
+    if widx is not None:
+        X, w = X[:, :-1], np.ascontiguousarray(X[:, -1])
+    return np.ascontiguousarray(X), names, {"dropped": dropped, "weights": w}

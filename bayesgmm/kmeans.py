@@ -18,7 +18,12 @@ import numpy as np
 from ._compile import SizedJit
 from ._exceptions import ConvergenceWarning, NotFittedError, sklearn_compatible
 from ._random import as_key
-from ._validation import check_data, check_nonnegative_float, check_positive_int
+from ._validation import (
+    check_data,
+    check_nonnegative_float,
+    check_positive_int,
+    check_sample_weight,
+)
 
 __all__ = ["KMeans", "kmeans_plusplus", "kmeans_fit", "KMeansResult"]
 
@@ -43,7 +48,7 @@ def _sq_dist(X, centers):
 
 
 @partial(jax.jit, static_argnames=("n_clusters",))
-def kmeans_plusplus(key, X, n_clusters: int):
+def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None):
     """Greedy k-means++ seeding (Arthur and Vassilvitskii 2007, with 2 + log K local trials).
 
     Parameters
@@ -51,6 +56,11 @@ def kmeans_plusplus(key, X, n_clusters: int):
     key : jax.random key
     X : array of shape (n_samples, n_features)
     n_clusters : int
+    sample_weight : array of shape (n_samples,), optional
+        Row multiplicities (scikit-learn's convention): the first centre is drawn with
+        probability proportional to the weight, the next ones to weight times squared
+        distance, and candidates are compared by their weighted potential. A row of weight
+        zero is never chosen.
 
     Returns
     -------
@@ -60,33 +70,55 @@ def kmeans_plusplus(key, X, n_clusters: int):
     n = X.shape[0]
     n_trials = 2 + int(math.log(n_clusters))
     key, k0 = jax.random.split(key)
-    first = jax.random.randint(k0, (), 0, n)
+    if sample_weight is None:
+        # Unweighted: kept as it was, so unweighted seeds do not change with weights' arrival.
+        first = jax.random.randint(k0, (), 0, n)
+        uniform = jnp.full((n,), 1.0 / n, X.dtype)
+
+        def weighted(d2):
+            return d2
+
+    else:
+        w = jnp.asarray(sample_weight, X.dtype)
+        uniform = w / jnp.sum(w)
+        first = jax.random.choice(k0, n, (), p=uniform)
+
+        def weighted(d2):
+            return d2 * w
+
     closest = _sq_dist(X, X[first][None])[:, 0]
     indices = jnp.zeros(n_clusters, dtype=first.dtype).at[0].set(first)
 
     def body(i, state):
         key, closest, indices = state
         key, sub = jax.random.split(key)
-        total = jnp.sum(closest)
-        # Degenerate data (all points equal) gives total 0: fall back to uniform choice.
-        p = jnp.where(total > 0, closest / jnp.where(total > 0, total, 1.0), 1.0 / n)
+        pot = weighted(closest)
+        total = jnp.sum(pot)
+        # Degenerate data (all points equal) gives total 0: fall back to the first draw's law.
+        p = jnp.where(total > 0, pot / jnp.where(total > 0, total, 1.0), uniform)
         cand = jax.random.choice(sub, n, (n_trials,), p=p)
         d_cand = jnp.minimum(closest[None, :], _sq_dist(X, X[cand]).T)  # (trials, n)
-        best = jnp.argmin(jnp.sum(d_cand, axis=1))
+        best = jnp.argmin(jnp.sum(weighted(d_cand), axis=1))
         return key, d_cand[best], indices.at[i].set(cand[best])
 
     _, _, indices = jax.lax.fori_loop(1, n_clusters, body, (key, closest, indices))
     return X[indices], indices
 
 
-def _lloyd(X, centers, max_iter, tol):
+def _lloyd(X, centers, max_iter, tol, sample_weight=None):
+    # Weighted rows (``sample_weight``) count as that many copies in the centres and inertia.
     def assign(centers):
         d2 = _sq_dist(X, centers)
         labels = jnp.argmin(d2, axis=1)
-        return labels, jnp.sum(jnp.min(d2, axis=1))
+        nearest = jnp.min(d2, axis=1)
+        if sample_weight is not None:
+            nearest = nearest * sample_weight
+        return labels, jnp.sum(nearest)
 
     def update(labels, centers):
         one_hot = jax.nn.one_hot(labels, centers.shape[0], dtype=X.dtype)
+        if sample_weight is not None:
+            one_hot = one_hot * sample_weight[:, None]
         counts = one_hot.sum(0)
         sums = one_hot.T @ X
         # An empty cluster keeps its previous centre instead of becoming NaN.
@@ -110,16 +142,23 @@ def _lloyd(X, centers, max_iter, tol):
     return KMeansResult(centers, labels, inertia, n_iter)
 
 
-def _kmeans_fit_impl(key, X, n_clusters, n_init, init, max_iter, tol):
-    abs_tol = tol * jnp.mean(jnp.var(X, axis=0))
+def _kmeans_fit_impl(key, X, n_clusters, n_init, init, max_iter, tol, sample_weight=None):
+    if sample_weight is None:
+        abs_tol = tol * jnp.mean(jnp.var(X, axis=0))
+        p = None
+    else:
+        # The weighted variance: integer weights then behave exactly as repeated rows.
+        p = sample_weight / jnp.sum(sample_weight)
+        mean = p @ X
+        abs_tol = tol * jnp.mean(p @ (X - mean) ** 2)
 
     def one(key):
         if init == "k-means++":
-            centers, _ = kmeans_plusplus(key, X, n_clusters)
+            centers, _ = kmeans_plusplus(key, X, n_clusters, sample_weight)
         else:
-            idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False)
+            idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False, p=p)
             centers = X[idx]
-        return _lloyd(X, centers, max_iter, abs_tol)
+        return _lloyd(X, centers, max_iter, abs_tol, sample_weight)
 
     runs = jax.vmap(one)(jax.random.split(key, n_init))
     best = jnp.argmin(runs.inertia)
@@ -134,7 +173,14 @@ _kmeans_fit = SizedJit(
 
 
 def kmeans_fit(
-    key, X, n_clusters: int, n_init: int = 1, init: str = "k-means++", max_iter: int = 300, tol=1e-4
+    key,
+    X,
+    n_clusters: int,
+    n_init: int = 1,
+    init: str = "k-means++",
+    max_iter: int = 300,
+    tol=1e-4,
+    sample_weight=None,
 ):
     """Run k-means ``n_init`` times (vectorised) and keep the lowest inertia.
 
@@ -147,14 +193,20 @@ def kmeans_fit(
     tol : float
         Relative tolerance: iterations stop when the squared centre shift falls below
         ``tol`` times the mean feature variance (scikit-learn's convention).
+    sample_weight : array of shape (n_samples,), optional
+        Non-negative row multiplicities (validated by the caller): seeding, centres, inertia
+        and the tolerance's variance are weighted, so integer weights give the run of the
+        data with rows repeated; rows of weight zero are never seeds.
 
     Returns
     -------
     KMeansResult of the best run
     """
     X = jnp.asarray(X)
+    if sample_weight is not None:
+        sample_weight = jnp.asarray(sample_weight, X.dtype)
     fit = _kmeans_fit.pick(X.shape[0], n_clusters, X.shape[1], data=X)
-    return fit(key, X, n_clusters, n_init, init, max_iter, tol)
+    return fit(key, X, n_clusters, n_init, init, max_iter, tol, sample_weight)
 
 
 class KMeans:
@@ -218,8 +270,13 @@ class KMeans:
             setattr(self, k, v)
         return self
 
-    def fit(self, X, y=None):
-        """Compute k-means clustering of ``X`` (n_samples, n_features); returns ``self``."""
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute k-means clustering of ``X`` (n_samples, n_features); returns ``self``.
+
+        ``sample_weight`` (n_samples,), optional: non-negative row multiplicities, as in
+        scikit-learn (seeding, centres and inertia weighted; integer weights give the
+        clustering of the data with rows repeated, zero weights rows that are absent).
+        """
         k = check_positive_int(self.n_clusters, "n_clusters")
         if self.init not in ("k-means++", "random"):
             raise ValueError(f"init must be 'k-means++' or 'random'; got {self.init!r}")
@@ -230,8 +287,9 @@ class KMeans:
         max_iter = check_positive_int(self.max_iter, "max_iter")
         tol = check_nonnegative_float(self.tol, "tol")
         X = check_data(X, min_samples=k)
+        w = check_sample_weight(sample_weight, X.shape[0], X.dtype, min_positive=k)
         res = kmeans_fit(
-            as_key(self.random_state), jnp.asarray(X), k, n_init, self.init, max_iter, tol
+            as_key(self.random_state), jnp.asarray(X), k, n_init, self.init, max_iter, tol, w
         )
         self.cluster_centers_ = np.asarray(res.centers)
         self.labels_ = np.asarray(res.labels)
@@ -266,17 +324,21 @@ class KMeans:
         X = self._check_fitted(X)
         return np.asarray(jnp.argmin(_sq_dist(jnp.asarray(X), self.cluster_centers_), axis=1))
 
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """:meth:`fit`, then the labels of the training rows; shape (n_samples,)."""
+        return self.fit(X, sample_weight=sample_weight).labels_
 
     def transform(self, X):
         """Euclidean distances to each centre; shape (n_samples, n_clusters)."""
         X = self._check_fitted(X)
         return np.sqrt(np.asarray(_sq_dist(jnp.asarray(X), self.cluster_centers_)))
 
-    def score(self, X, y=None):
-        """Opposite of the inertia of ``X`` under the fitted centres (higher is better)."""
-        return -float(np.sum(np.min(self.transform(X), axis=1) ** 2))
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) inertia of ``X`` under the fitted centres (higher is
+        better)."""
+        d2 = np.min(self.transform(X), axis=1) ** 2
+        w = check_sample_weight(sample_weight, d2.shape[0], d2.dtype)
+        return -float(np.sum(d2 if w is None else d2 * w))
 
     def radii(self, X=None):
         """Distance from each centre to its farthest member (the circles the articles draw)."""

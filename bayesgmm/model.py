@@ -21,12 +21,12 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from . import density
+from . import density, marginal
 from .covariance import get_covariance_type
 from .params import GMMParams
 from .prior import Prior, prior_family, weight_distribution
 
-__all__ = ["gmm_model", "MixtureLikelihood", "SITE_NAMES"]
+__all__ = ["gmm_model", "MixtureLikelihood", "MarginalMixtureLikelihood", "SITE_NAMES"]
 
 #: Latent sites of :func:`gmm_model`, in the order of ``GMMParams``' fields.
 SITE_NAMES = ("weights", "means", "covariances")
@@ -67,8 +67,32 @@ class MixtureLikelihood(dist.Distribution):
         return jnp.reshape(x, tuple(sample_shape) + (d,))
 
 
+class MarginalMixtureLikelihood(MixtureLikelihood):
+    """:class:`MixtureLikelihood` of rows with missing values: each row's log density is
+    the mixture's marginal density of its observed coordinates
+    (:func:`bayesgmm.marginal.marginal_log_prob_rows`, the code MAP-EM's E-step runs).
+
+    Parameters
+    ----------
+    params : GMMParams
+    missing : tuple ``(observed (n, d) bool, index (n,) int, patterns (P, d) bool)``
+        The rows' missingness (:func:`bayesgmm.marginal.missing_patterns`); the value the
+        site observes is the data with missing entries set to 0.
+    """
+
+    def __init__(self, params: GMMParams, missing, *, validate_args=None):
+        self.missing = missing
+        super().__init__(params, validate_args=validate_args)
+
+    def log_prob(self, value):
+        observed, index, patterns = self.missing
+        return marginal.marginal_log_prob_rows(value, observed, index, patterns, self.params)
+
+
 def gmm_model(
     X=None,
+    sample_weight=None,
+    missing=None,
     *,
     n_components: int,
     covariance_type: str = "full",
@@ -93,6 +117,16 @@ def gmm_model(
         Structure of the covariances (static).
     prior : Prior
         Hyperparameters; its arrays may be traced (changing them does not recompile).
+    sample_weight : array of shape (n_samples,), optional
+        Non-negative row multiplicities: row ``n``'s log-likelihood counts ``w_n`` times (a
+        ``scale`` on ``obs``; rows of weight zero are masked out), so integer weights give
+        the posterior of the data with rows repeated. Positional (after ``X``) so that the
+        sampler passes the data as one tuple of model arguments.
+    missing : tuple, optional
+        ``(observed, index, patterns)`` of :func:`bayesgmm.marginal.missing_patterns` when
+        ``X`` has missing values (then given with them set to 0): each row's likelihood is
+        the marginal density of its observed coordinates (:class:`MarginalMixtureLikelihood`),
+        values missing at random summed out as MAP-EM's missing-data E-step does.
     n_samples : int, optional
         Number of rows of ``obs`` to simulate when ``X`` is None; must equal ``len(X)``
         otherwise.
@@ -140,9 +174,25 @@ def gmm_model(
     means, covariances = _component_sites(prior, n_components, n_features)
     params = GMMParams.tree_unflatten(ct.name, (weights, means, covariances))
     if n_samples is not None:
-        with numpyro.plate("obs_plate", n_samples, dim=-1):
-            numpyro.sample("obs", MixtureLikelihood(params), obs=X)
+        likelihood = (
+            MixtureLikelihood(params)
+            if missing is None
+            else MarginalMixtureLikelihood(params, missing)
+        )
+        with numpyro.plate("obs_plate", n_samples, dim=-1), _weighted(sample_weight):
+            numpyro.sample("obs", likelihood, obs=X)
     return params
+
+
+def _weighted(sample_weight) -> ExitStack:
+    """Row ``n``'s log density times ``sample_weight[n]``: NumPyro's ``scale`` (which must be
+    positive) on the positive weights, ``mask`` on the zero ones. Nothing without weights."""
+    stack = ExitStack()
+    if sample_weight is not None:
+        positive = sample_weight > 0
+        stack.enter_context(numpyro.handlers.mask(mask=positive))
+        stack.enter_context(numpyro.handlers.scale(scale=jnp.where(positive, sample_weight, 1)))
+    return stack
 
 
 def _plates(names, n_components: int, n_features: int) -> ExitStack:

@@ -19,12 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from . import density
+from . import density, marginal
 from ._exceptions import DivergenceWarning
 from ._random import as_key
-from ._validation import check_covariance_type, check_data, check_positive_int
+from ._validation import (
+    check_covariance_type,
+    check_data,
+    check_positive_int,
+    check_sample_weight,
+)
 from .covariance import get_covariance_type
-from .em import BestFit, fit_best
+from .em import BestFit, fit_best, mean_imputed
+from .marginal import missing_patterns
 from .model import SITE_NAMES
 from .params import GMMParams
 from .prior import Prior
@@ -34,11 +40,11 @@ from .sampler import nuts_settings, resolve_chain_method, run_nuts, sample_stats
 __all__ = ["fit_posterior", "Posterior", "DivergenceWarning", "relabel_draws", "permute_draws"]
 
 
-def _resolve_prior(prior, X, n_components, covariance_type):
+def _resolve_prior(prior, X, n_components, covariance_type, sample_weight=None):
     if isinstance(prior, str):
         if prior != "default":
             raise ValueError(f"prior must be 'default' or a Prior; got {prior!r}")
-        return Prior.default(X, n_components, covariance_type)
+        return Prior.default(X, n_components, covariance_type, sample_weight=sample_weight)
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be 'default' or a bayesgmm.Prior; got {type(prior).__name__}")
     if prior.covariance_type != covariance_type:
@@ -54,7 +60,7 @@ def _resolve_prior(prior, X, n_components, covariance_type):
     return prior
 
 
-def _map_start(X, n_components, covariance_type, prior, key) -> BestFit:
+def _map_start(X, n_components, covariance_type, prior, key, sample_weight=None) -> BestFit:
     """MAP-EM fit used as the chains' starting point (and as the default relabeling pivot):
     the best of 4 EM runs under ``prior``, straight from the EM layer."""
     alpha = np.asarray(prior.weight_concentration)
@@ -81,6 +87,7 @@ def _map_start(X, n_components, covariance_type, prior, key) -> BestFit:
         tol=1e-8,
         max_iter=1000,
         n_init=4,
+        sample_weight=sample_weight,
     )
 
 
@@ -111,6 +118,8 @@ def fit_posterior(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     jitter: float = 1.0,
+    sample_weight=None,
+    missing: str = "error",
 ) -> Posterior:
     """Sample the posterior of a Gaussian mixture with NUTS, started at the MAP-EM solution.
 
@@ -142,6 +151,19 @@ def fit_posterior(
         NUTS settings (NumPyro's meanings).
     jitter : float, default 1
         Size of the start jitter, in rough posterior standard deviations.
+    sample_weight : array of shape (n_samples,), optional
+        Non-negative row multiplicities: the likelihood is ``sum_n w_n log p(x_n)``
+        (:func:`bayesgmm.model.gmm_model`), the default prior and the MAP start are
+        weighted, so integer weights give the posterior of the data with rows repeated.
+        ``Posterior.log_likelihood`` stays per row and unweighted (``log p(x_n | theta)``);
+        the weights are kept as ``Posterior.sample_weight``.
+    missing : {'error', 'marginalize'}, default 'error'
+        As :class:`~bayesgmm.GaussianMixture`'s: with ``'marginalize'``, NaN in ``X`` marks
+        values missing at random, and each row's likelihood is the marginal density of its
+        observed coordinates (:class:`~bayesgmm.model.MarginalMixtureLikelihood`, the
+        density MAP-EM's missing-data E-step uses, so the MAP-EM start is still the
+        posterior's mode). :meth:`Posterior.impute` then gives multiple imputations that
+        carry the parameters' uncertainty.
 
     Returns
     -------
@@ -168,7 +190,9 @@ def fit_posterior(
     array([-3.,  3.])
     """
     feature_names = _feature_names(X)
-    X = check_data(X, min_samples=2)
+    if missing not in ("error", "marginalize"):
+        raise ValueError(f"missing must be 'error' or 'marginalize'; got {missing!r}")
+    X = check_data(X, min_samples=2, allow_nan=missing == "marginalize")
     n_components = check_positive_int(n_components, "n_components")
     covariance_type = check_covariance_type(covariance_type)
     num_chains = check_positive_int(num_chains, "num_chains")
@@ -179,6 +203,9 @@ def fit_posterior(
             f"Expected n_samples >= n_components but got n_components = {n_components}, "
             f"n_samples = {X.shape[0]}"
         )
+    sample_weight = check_sample_weight(
+        sample_weight, X.shape[0], X.dtype, min_positive=n_components
+    )
     if progress_bar is None:
         progress_bar = bool(getattr(sys.stdout, "isatty", lambda: False)())
     settings = nuts_settings(
@@ -192,18 +219,27 @@ def fit_posterior(
         progress_bar,
     )
     chain_method = resolve_chain_method(chain_method, num_chains)
-    prior = _resolve_prior(prior, X, n_components, covariance_type).astype(X.dtype)
+    has_nan = bool(np.isnan(X).any())
+    # The default prior's data moments from the column-mean-imputed data (as the estimator).
+    complete = mean_imputed(X, sample_weight) if has_nan else X
+    prior = _resolve_prior(prior, complete, n_components, covariance_type, sample_weight)
+    prior = prior.astype(X.dtype)
 
     key = as_key(seed)
     key_em, key_jitter, key_nuts = jax.random.split(key, 3)
     map_estimator, map_diagnostics, start = _resolve_init(
-        init, X, n_components, covariance_type, prior, key_em, num_chains
+        init, X, n_components, covariance_type, prior, key_em, num_chains, sample_weight
     )
     # With one start per chain, the first is the relabeling pivot.
     map_params = start if not start.batch_shape else jax.tree_util.tree_map(lambda a: a[0], start)
+    rows = X
+    pattern_arrays = None
+    if has_nan:
+        pat = missing_patterns(X)
+        rows, pattern_arrays = pat.filled, (pat.observed, pat.index, pat.patterns)
     out = run_nuts(
         (key_jitter, key_nuts),
-        X,
+        rows,
         prior,
         start,
         num_chains=num_chains,
@@ -211,6 +247,8 @@ def fit_posterior(
         chain_method=chain_method,
         progress_bar=progress_bar,
         jitter=jitter,
+        sample_weight=sample_weight,
+        missing=pattern_arrays,
     )
     draws = GMMParams.tree_unflatten(
         get_covariance_type(covariance_type).name,
@@ -225,6 +263,7 @@ def fit_posterior(
         map_estimator=map_estimator,
         sample_stats=sample_stats(out),
         feature_names=feature_names,
+        sample_weight=sample_weight,
         settings={
             "num_warmup": settings.num_warmup,
             "num_samples": settings.num_samples,
@@ -233,6 +272,7 @@ def fit_posterior(
             "target_accept_prob": settings.target_accept_prob,
             "max_tree_depth": settings.max_tree_depth,
             "dense_mass": settings.dense_mass,
+            "missing": missing,
         },
     )
     if post.num_divergences:
@@ -253,7 +293,9 @@ def _feature_names(X):
     return [str(c) for c in cols]
 
 
-def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains=1):
+def _resolve_init(
+    init, X, n_components, covariance_type, prior, key, num_chains=1, sample_weight=None
+):
     """The chains' start: ``(estimator or None, map diagnostics, params)``."""
     if isinstance(init, str):
         if init != "map":
@@ -263,7 +305,7 @@ def _resolve_init(init, X, n_components, covariance_type, prior, key, num_chains
         # The same key GaussianMixture(random_state=seed) used when the start was fitted
         # through the estimator, so the draws for a given seed are unchanged.
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        fit = _map_start(X, n_components, covariance_type, prior, as_key(seed))
+        fit = _map_start(X, n_components, covariance_type, prior, as_key(seed), sample_weight)
         return None, _fit_diagnostics(fit), fit.params
     if _is_estimator(init):
         if not hasattr(init, "params_"):
@@ -348,6 +390,8 @@ class Posterior:
     feature_names : list of str or None
     settings : dict
         The sampler settings used.
+    sample_weight : ndarray (n_samples,) or None
+        The row multiplicities of the likelihood (``fit_posterior(sample_weight=...)``).
     """
 
     #: What :func:`bayesgmm.save` writes a Posterior as (read by bayesgmm.io).
@@ -366,6 +410,7 @@ class Posterior:
         relabeled: bool = False,
         feature_names=None,
         settings=None,
+        sample_weight=None,
     ):
         if len(draws.batch_shape) != 2:
             raise ValueError(
@@ -383,6 +428,7 @@ class Posterior:
         self.relabeled = bool(relabeled)
         self.feature_names = None if feature_names is None else [str(f) for f in feature_names]
         self.settings = dict(settings or {})
+        self.sample_weight = None if sample_weight is None else np.asarray(sample_weight)
 
     # --- shapes ---------------------------------------------------------------------------
     @property
@@ -449,6 +495,7 @@ class Posterior:
             "relabeled": self.relabeled,
             "feature_names": self.feature_names,
             "settings": self.settings,
+            "sample_weight": self.sample_weight,
         }
         draws = changes.pop("draws", self.draws)
         fields.update(changes)
@@ -506,14 +553,34 @@ class Posterior:
             tuple(jnp.mean(a, axis=(0, 1)) for a in (d.weights, d.means, d.covariances)),
         )
 
+    @property
+    def missing(self) -> str:
+        """``'marginalize'`` when the posterior was fitted with missing values marginalised
+        (``fit_posterior(missing='marginalize')``): rows with NaN are then accepted."""
+        return self.settings.get("missing", "error")
+
     def _checked(self, X):
-        return jnp.asarray(check_data(X, n_features=self.n_features, dtype=self.X.dtype))
+        allow = self.missing == "marginalize"
+        return jnp.asarray(
+            check_data(X, n_features=self.n_features, dtype=self.X.dtype, allow_nan=allow)
+        )
+
+    def _weighted_log_prob(self, X, draws):
+        """``log w_k + log N(x | k)`` (chain, draw, n, K): marginal densities of the observed
+        coordinates when ``X`` has NaN."""
+        if bool(jnp.isnan(X).any()):
+            return jnp.asarray(marginal.weighted_log_prob_missing(np.asarray(X), draws))
+        return density.component_log_prob(X, draws) + jnp.log(draws.weights)[..., None, :]
 
     def predict_proba(self, X):
         """Posterior probability of each component for each row, averaged over the
         (relabeled) draws; shape (n_samples, n_components), rows summing to one."""
         X = self._checked(X)
         d = self._aligned().draws
+        if bool(jnp.isnan(X).any()):
+            wlp = self._weighted_log_prob(X, d)
+            resp = jnp.exp(wlp - logsumexp(wlp, axis=-1, keepdims=True))
+            return np.asarray(jnp.mean(resp, axis=(0, 1)))
         return np.asarray(jnp.mean(density.predict_proba(X, d), axis=(0, 1)))
 
     def predict(self, X):
@@ -533,7 +600,47 @@ class Posterior:
         ``X`` defaults to the data the posterior conditions on.
         """
         X = jnp.asarray(self.X) if X is None else self._checked(X)
+        if bool(jnp.isnan(X).any()):
+            # Rows with missing values: the marginal density of their observed coordinates.
+            return np.asarray(logsumexp(self._weighted_log_prob(X, self.draws), axis=-1))
         return np.asarray(density.log_prob(X, self.draws))
+
+    def impute(self, X=None, *, n_draws: int | None = None, seed=0):
+        """Multiple imputations that carry the parameters' uncertainty: for each of
+        ``n_draws`` posterior draws (spread evenly over chains and draws), the missing
+        values of ``X`` drawn from their conditional distribution given the row's observed
+        values under that draw's parameters.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features), optional
+            NaN marking missing values; defaults to the data the posterior conditions on.
+        n_draws : int, optional
+            Default: every draw.
+        seed : int or jax key
+
+        Returns
+        -------
+        ndarray of shape (n_draws, n_samples, n_features)
+            Observed values unchanged in every imputation.
+        """
+        X = np.asarray(
+            self.X
+            if X is None
+            else check_data(X, n_features=self.n_features, dtype=self.X.dtype, allow_nan=True)
+        )
+        flat = jax.tree_util.tree_map(
+            lambda a: np.asarray(a).reshape((-1,) + a.shape[2:]), self.draws
+        )
+        total = flat.weights.shape[0]
+        n_draws = total if n_draws is None else check_positive_int(n_draws, "n_draws")
+        picks = np.linspace(0, total - 1, n_draws).round().astype(int)
+        keys = jax.random.split(as_key(seed), n_draws)
+        out = []
+        for key, i in zip(keys, picks):
+            p = jax.tree_util.tree_map(lambda a, i=i: jnp.asarray(a[i]), flat)
+            out.append(marginal.sample_missing(key, X, p, 1)[0])
+        return np.stack(out)
 
     def score_samples(self, X):
         """Log posterior-predictive density of each row: log of the mean over draws of

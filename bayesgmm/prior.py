@@ -23,6 +23,36 @@ from .covariance import _check_pd_matrices, _check_positive, get_covariance_type
 __all__ = ["Prior", "PriorFamily", "prior_family", "log_prior", "weight_distribution"]
 
 
+def _weighted_mean(X, w):
+    return (w @ X) / np.sum(w)
+
+
+def _data_cov(X, w=None):
+    """The data covariance (d, d) with ``ddof=1``; with row multiplicities ``w``, that of the
+    rows repeated (divided by ``sum(w) - 1``)."""
+    if w is None:
+        return np.atleast_2d(np.cov(X, rowvar=False, ddof=1))
+    U = X - _weighted_mean(X, w)
+    return (U.T * w) @ U / _dof_count(w)
+
+
+def _data_var(X, w=None):
+    """The feature variances (d,) with ``ddof=1`` (of the repeated rows under ``w``)."""
+    if w is None:
+        return np.var(X, axis=0, ddof=1)
+    return w @ (X - _weighted_mean(X, w)) ** 2 / _dof_count(w)
+
+
+def _dof_count(w):
+    total = float(np.sum(w))
+    if total <= 1:
+        raise ValueError(
+            "the default prior's data covariance needs sample_weight summing to more than 1 "
+            f"(it divides by sum(w) - 1, as for repeated rows); got sum {total:g}"
+        )
+    return total - 1
+
+
 class PriorFamily:
     """The conjugate prior of one covariance type (see :class:`Prior` for the distributions).
 
@@ -47,8 +77,9 @@ class PriorFamily:
         """Raise ``ValueError`` naming ``scale`` unless it is a valid scale (NumPy input)."""
         _check_positive(scale, "scale")
 
-    def default_scale(self, X: np.ndarray, n_components: int) -> np.ndarray:
-        """mclust's default prior scale for this type (data-dependent)."""
+    def default_scale(self, X: np.ndarray, n_components: int, sample_weight=None) -> np.ndarray:
+        """mclust's default prior scale for this type (data-dependent; ``sample_weight``
+        (n_samples,) weights the data covariance as repeated rows)."""
         raise NotImplementedError
 
     def covariance_distribution(self, prior: Prior):
@@ -81,10 +112,9 @@ class _InverseWishartFamily(PriorFamily):
     def check_scale(self, scale):
         _check_pd_matrices(scale, "scale")
 
-    def default_scale(self, X, n_components):
+    def default_scale(self, X, n_components, sample_weight=None):
         d = X.shape[1]
-        cov = np.atleast_2d(np.cov(X, rowvar=False, ddof=1))
-        return cov * n_components ** (-2.0 / d)
+        return _data_cov(X, sample_weight) * n_components ** (-2.0 / d)
 
     def covariance_distribution(self, prior):
         return dist.InverseWishart(prior.dof, scale_matrix=prior.scale)
@@ -114,9 +144,9 @@ class _DiagPrior(PriorFamily):
     def scale_shape(self, n_features):
         return (n_features,)
 
-    def default_scale(self, X, n_components):
+    def default_scale(self, X, n_components, sample_weight=None):
         d = X.shape[1]
-        return np.var(X, axis=0, ddof=1) * n_components ** (-2.0 / d)
+        return _data_var(X, sample_weight) * n_components ** (-2.0 / d)
 
     def mean_distribution(self, prior, cov):
         return dist.Normal(prior.mean, jnp.sqrt(cov / prior.mean_precision))
@@ -130,9 +160,9 @@ class _SphericalPrior(PriorFamily):
     def scale_shape(self, n_features):
         return ()
 
-    def default_scale(self, X, n_components):
+    def default_scale(self, X, n_components, sample_weight=None):
         d = X.shape[1]
-        return np.asarray(np.mean(np.var(X, axis=0, ddof=1)) * n_components ** (-2.0 / d))
+        return np.asarray(np.mean(_data_var(X, sample_weight)) * n_components ** (-2.0 / d))
 
     def mean_distribution(self, prior, cov):
         return dist.Normal(prior.mean, jnp.sqrt(cov / prior.mean_precision)[..., None])
@@ -290,6 +320,7 @@ class Prior:
         weight_concentration=1.0,
         mean_precision=0.01,
         dof=None,
+        sample_weight=None,
     ) -> Prior:
         """mclust's ``defaultPrior`` (Fraley and Raftery 2007), computed from the data.
 
@@ -305,19 +336,29 @@ class Prior:
         weight_concentration : float or array of shape (n_components,), default 1 (flat)
         mean_precision : float, default 0.01
         dof : float, optional (default n_features + 2)
+        sample_weight : array of shape (n_samples,), optional
+            Row multiplicities: the mean and covariance are the weighted ones, with the
+            ``ddof=1`` of repeated rows (divided by ``sum(w) - 1``), so integer weights give
+            the prior of the data with rows repeated.
         """
-        from ._validation import check_data, check_default_prior_scale, check_positive_int
+        from ._validation import (
+            check_data,
+            check_default_prior_scale,
+            check_positive_int,
+            check_sample_weight,
+        )
 
         n_components = check_positive_int(n_components, "n_components")
         X = check_data(X, min_samples=2)
+        w = check_sample_weight(sample_weight, X.shape[0], X.dtype, min_positive=2)
         ct = get_covariance_type(covariance_type)
         d = X.shape[1]
         wc = np.broadcast_to(np.asarray(weight_concentration, X.dtype), (n_components,))
-        scale = prior_family(ct).default_scale(X, n_components).astype(X.dtype)
+        scale = prior_family(ct).default_scale(X, n_components, w).astype(X.dtype)
         check_default_prior_scale(X, scale)
         return cls(
             wc,
-            X.mean(axis=0),
+            X.mean(axis=0) if w is None else _weighted_mean(X, w),
             mean_precision,
             d + 2.0 if dof is None else dof,
             scale,

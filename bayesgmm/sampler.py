@@ -92,15 +92,18 @@ def _model_kwargs(prior, settings):
     }
 
 
-def _run_one(key, X, prior, init_z, chain, settings: _Settings, device):
+def _run_one(key, data, prior, init_z, chain, settings: _Settings, device):
     """Warm up and sample one chain from the unconstrained start ``init_z``.
+
+    ``data`` is the model's positional arguments ``(X, sample_weight, missing)`` (the last
+    two None when unused).
 
     Returns ``_Draws`` with a leading draw axis.
     """
     kwargs = _model_kwargs(prior, settings)
 
     def potential_fn(z):
-        return potential_energy(gmm_model, (X,), kwargs, z)
+        return potential_energy(gmm_model, data, kwargs, z)
 
     init_kernel, sample_kernel = hmc(potential_fn, algo="NUTS")
     state = init_kernel(
@@ -123,7 +126,7 @@ def _run_one(key, X, prior, init_z, chain, settings: _Settings, device):
 
     def collect(state):
         return _Draws(
-            constrain_fn(gmm_model, (X,), kwargs, state.z),
+            constrain_fn(gmm_model, data, kwargs, state.z),
             state.potential_energy,
             state.energy,
             state.num_steps,
@@ -158,7 +161,7 @@ def _run_one(key, X, prior, init_z, chain, settings: _Settings, device):
     return draws
 
 
-def _run_chains(keys, X, prior, init_z, settings: _Settings, device, vectorized: bool):
+def _run_chains(keys, data, prior, init_z, settings: _Settings, device, vectorized: bool):
     """All chains of one device: ``vmap`` (vectorized) or ``lax.map`` (one after another)
     over :func:`_run_one`. Returns ``_Draws`` with leading (chain, draw) axes.
 
@@ -171,7 +174,7 @@ def _run_chains(keys, X, prior, init_z, settings: _Settings, device, vectorized:
 
     def one(args):
         key, z, chain = args
-        return _run_one(key, X, prior, z, chain, settings, device)
+        return _run_one(key, data, prior, z, chain, settings, device)
 
     if vectorized:
         return jax.vmap(one)((keys, init_z, chains))
@@ -181,8 +184,9 @@ def _run_chains(keys, X, prior, init_z, settings: _Settings, device, vectorized:
 _run_single_device = jax.jit(_run_chains, static_argnames=("settings", "vectorized"))
 
 
-def _run_chains_device(keys, X, prior, init_z, settings, vectorized):
-    return _run_chains(keys, X, prior, init_z, settings, jax.lax.axis_index("device"), vectorized)
+def _run_chains_device(keys, data, prior, init_z, settings, vectorized):
+    device = jax.lax.axis_index("device")
+    return _run_chains(keys, data, prior, init_z, settings, device, vectorized)
 
 
 _run_parallel = jax.pmap(
@@ -193,7 +197,7 @@ _run_parallel = jax.pmap(
 )
 
 
-def _sample_nuts(keys, X, prior, init_z, settings, chain_method):
+def _sample_nuts(keys, data, prior, init_z, settings, chain_method):
     """Run every chain; returns ``_Draws`` with leading (chain, draw) axes as NumPy arrays.
 
     ``chain_method``: 'sequential' (one program, chains one after another), 'vectorized'
@@ -205,13 +209,13 @@ def _sample_nuts(keys, X, prior, init_z, settings, chain_method):
         per = num_chains // n_dev
         split = lambda a: jnp.reshape(a, (n_dev, per) + a.shape[1:])  # noqa: E731
         out = _run_parallel(
-            split(keys), X, prior, jax.tree_util.tree_map(split, init_z), settings, False
+            split(keys), data, prior, jax.tree_util.tree_map(split, init_z), settings, False
         )
         return jax.tree_util.tree_map(
             lambda a: np.asarray(a).reshape((num_chains,) + a.shape[2:]), out
         )
     out = _run_single_device(
-        keys, X, prior, init_z, settings, 0, vectorized=chain_method == "vectorized"
+        keys, data, prior, init_z, settings, 0, vectorized=chain_method == "vectorized"
     )
     return jax.tree_util.tree_map(np.asarray, out)
 
@@ -229,7 +233,7 @@ def _n_parallel_devices(num_chains):
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
 
 
-def _jittered_init_impl(key, X, params: GMMParams, prior, jitter, settings, num_chains):
+def _jittered_init_impl(key, data, params: GMMParams, prior, jitter, settings, num_chains):
     batched = params.weights.ndim == 2  # one start per chain
 
     def unconstrained(p):
@@ -239,7 +243,8 @@ def _jittered_init_impl(key, X, params: GMMParams, prior, jitter, settings, num_
         return unconstrain_fn(gmm_model, (), _model_kwargs(prior, settings), values)
 
     z0 = jax.vmap(unconstrained)(params) if batched else unconstrained(params)
-    n = X.shape[0]
+    # The number of rows, or the weights' total (rows repeated).
+    n = data[0].shape[0] if data[1] is None else jnp.sum(data[1])
     nk = jnp.maximum(params.weights * n, 1.0)
     mean_sd = jnp.sqrt(
         jnp.diagonal(params.covariance_matrices(), axis1=-2, axis2=-1) / nk[..., None]
@@ -250,7 +255,9 @@ def _jittered_init_impl(key, X, params: GMMParams, prior, jitter, settings, num_
         base = z0[name]
         site_shape = base.shape[1:] if batched else base.shape
         noise = jax.random.normal(k, (num_chains,) + site_shape, base.dtype)
-        scale = mean_sd if name == "means" else 1.0 / math.sqrt(n)
+        # (math.sqrt for the unweighted row count: the start values stay as they were.)
+        root_n = math.sqrt(n) if isinstance(n, int) else jnp.sqrt(n)
+        scale = mean_sd if name == "means" else 1.0 / root_n
         out[name] = base + jitter * scale * noise
     return out
 
@@ -263,7 +270,7 @@ _jittered_init_jit = jax.jit(
 )
 
 
-def _jittered_init(key, X, params: GMMParams, prior, settings, num_chains, jitter):
+def _jittered_init(key, data, params: GMMParams, prior, settings, num_chains, jitter):
     """Unconstrained start values, one per chain: the MAP point plus small noise.
 
     ``params`` is one set of parameters, or one per chain (batch shape ``(num_chains,)``).
@@ -271,13 +278,13 @@ def _jittered_init(key, X, params: GMMParams, prior, settings, num_chains, jitte
     (sqrt(diag Sigma_k / n_k)); the other (unconstrained: log-scale, stick-breaking) coordinates
     by ``jitter / sqrt(n_samples)``, the order of their posterior spread.
     """
-    jitter = jnp.asarray(jitter, X.dtype)
-    return _jittered_init_jit(key, X, params, prior, jitter, settings, num_chains)
+    jitter = jnp.asarray(jitter, data[0].dtype)
+    return _jittered_init_jit(key, data, params, prior, jitter, settings, num_chains)
 
 
-def _run_with_progress(keys, X, prior, init_z, settings, chain_method, progress_bar):
+def _run_with_progress(keys, data, prior, init_z, settings, chain_method, progress_bar):
     if not progress_bar:
-        return _sample_nuts(keys, X, prior, init_z, settings, chain_method)
+        return _sample_nuts(keys, data, prior, init_z, settings, chain_method)
     from tqdm.auto import tqdm
 
     total = settings.num_warmup + settings.num_samples
@@ -293,7 +300,7 @@ def _run_with_progress(keys, X, prior, init_z, settings, chain_method, progress_
     _PROGRESS.update(per_chain=total, sequential=sequential)
     _PROGRESS["bar"] = bar
     try:
-        out = _sample_nuts(keys, X, prior, init_z, settings, chain_method)
+        out = _sample_nuts(keys, data, prior, init_z, settings, chain_method)
         bar.update(bar.total - bar.n)
     finally:
         _PROGRESS["bar"] = None
@@ -361,6 +368,8 @@ def run_nuts(
     chain_method: str,
     progress_bar: bool,
     jitter: float,
+    sample_weight=None,
+    missing=None,
 ) -> _Draws:
     """Jitter ``start`` and run every chain; the draws and statistics of every kept step.
 
@@ -380,6 +389,10 @@ def run_nuts(
     progress_bar : bool
     jitter : float
         Start jitter in rough posterior standard deviations (:func:`_jittered_init`).
+    sample_weight : array of shape (n_samples,), optional
+        Row multiplicities of the likelihood (:func:`bayesgmm.model.gmm_model`).
+    missing : tuple, optional
+        ``(observed, index, patterns)`` when ``X`` has missing values (set to 0 in ``X``).
 
     Returns
     -------
@@ -392,13 +405,17 @@ def run_nuts(
     # adaptation state in float64 under x64 and then mixes dtypes inside the trajectory. The
     # model is small next to the data; the caller returns the draws in the data's dtype.
     f64 = jnp.float64
-    Xj = jnp.asarray(X, f64)
+    data = (
+        jnp.asarray(X, f64),
+        None if sample_weight is None else jnp.asarray(sample_weight, f64),
+        None if missing is None else tuple(jnp.asarray(a) for a in missing),
+    )
     prior64 = prior.astype(f64)
     init_z = _jittered_init(
-        key_jitter, Xj, start.astype(f64), prior64, settings, num_chains, jitter
+        key_jitter, data, start.astype(f64), prior64, settings, num_chains, jitter
     )
     keys = jax.random.split(key_nuts, num_chains)
-    return _run_with_progress(keys, Xj, prior64, init_z, settings, chain_method, progress_bar)
+    return _run_with_progress(keys, data, prior64, init_z, settings, chain_method, progress_bar)
 
 
 def sample_stats(out: _Draws) -> dict:

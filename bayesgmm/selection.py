@@ -51,7 +51,7 @@ from scipy.special import logsumexp
 from . import density
 from ._compile import LOW_OPT, SizedJit
 from ._random import as_key
-from ._validation import check_data
+from ._validation import check_data, check_sample_weight
 from .covariance import COVARIANCE_TYPES, MOST_GENERAL, get_covariance_type
 from .estimator import GaussianMixture, n_parameters
 from .hc import hc
@@ -83,7 +83,9 @@ COLUMNS = (
 )
 
 
-def information_criteria(model: GaussianMixture, X, convention: str = "sklearn") -> dict:
+def information_criteria(
+    model: GaussianMixture, X, convention: str = "sklearn", sample_weight=None
+) -> dict:
     """BIC, AIC, ICL, log-likelihood, entropy and parameter count of a fitted model on ``X``.
 
     Parameters
@@ -93,6 +95,10 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
     convention : {'sklearn', 'mclust'}
         'sklearn': lower is better (``-2 L + penalty``); 'mclust': the negative, higher is
         better.
+    sample_weight : array of shape (n_samples,), optional
+        Row multiplicities: the log-likelihood and the entropy are weighted sums and ``n``
+        of BIC's ``p log n`` is ``sum(sample_weight)`` (the criteria of the data with rows
+        repeated, for integer weights).
 
     Returns
     -------
@@ -101,8 +107,9 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
     X = check_data(X, n_features=model.n_features_in_)
-    n = X.shape[0]
-    loglik, entropy, _ = _scores(model, X)
+    w = check_sample_weight(sample_weight, X.shape[0], X.dtype)
+    n = X.shape[0] if w is None else float(np.sum(w))
+    loglik, entropy, _ = _scores(model, X, w)
     p = n_parameters(model.params_.n_components, X.shape[1], model.params_.covariance_type)
     bic = -2.0 * loglik + p * math.log(n)
     aic = -2.0 * loglik + 2.0 * p
@@ -118,8 +125,9 @@ def information_criteria(model: GaussianMixture, X, convention: str = "sklearn")
     }
 
 
-def _scores(model: GaussianMixture, X: np.ndarray):
-    """``(log-likelihood, entropy, responsibilities (n_samples, K))`` of a fitted model."""
+def _scores(model: GaussianMixture, X: np.ndarray, sample_weight=None):
+    """``(log-likelihood, entropy, responsibilities (n_samples, K))`` of a fitted model; the
+    first two are sums over rows weighted by ``sample_weight`` when given."""
     # One pass through the shared density code gives both the log-likelihood and the
     # responsibilities (one compiled function per model shape instead of two).
     params = model.params_
@@ -127,11 +135,15 @@ def _scores(model: GaussianMixture, X: np.ndarray):
     weighted = np.asarray(clp(X, params)) + np.log(np.asarray(model.weights_))
     log_px = logsumexp(weighted, axis=1)
     log_resp = weighted - log_px[:, None]
-    loglik = float(np.sum(log_px))
     # 0 * log 0 is 0: exp(-inf) * -inf would give NaN, so mask the exact zeros.
     resp = np.exp(log_resp)
-    entropy = float(-np.sum(np.where(resp > 0, resp * log_resp, 0.0)))
-    return loglik, entropy, resp
+    plogp = np.where(resp > 0, resp * log_resp, 0.0)
+    if sample_weight is None:
+        return float(np.sum(log_px)), float(-np.sum(plogp)), resp
+    # A zero weight is an absent row, also where its log density is -inf.
+    used = sample_weight > 0
+    loglik = float(np.sum(sample_weight[used] * log_px[used]))
+    return loglik, float(-np.sum(sample_weight @ plogp)), resp
 
 
 # The shared density function, compiled at optimisation level 0 for small data (one program
@@ -342,6 +354,7 @@ def select(
     convention="sklearn",
     collapse_factor=10.0,
     random_state=0,
+    sample_weight=None,
     **fit_kwargs,
 ):
     """Fit a mixture for every (number of components, covariance type) and pick the best.
@@ -402,6 +415,11 @@ def select(
         See :func:`is_collapsed`; collapsed fits are flagged and never chosen.
     random_state : int, default 0
         Seed of every fit (the same initialisation stream for each grid point).
+    sample_weight : array of shape (n_samples,), optional
+        Row multiplicities for every fit (:meth:`GaussianMixture.fit`) and every criterion
+        (:func:`information_criteria`); counts of the collapse rule and the robust search's
+        splits are weighted. The hierarchical-clustering start of ``'robust'`` clusters the
+        distinct rows unweighted (it is one start among several; EM from it is weighted).
     **fit_kwargs
         Passed to :class:`~bayesgmm.GaussianMixture` (``n_init``, ``max_iter``, ``tol``,
         ``reg_covar``, ``prior``, ``init_params``, ...).
@@ -437,11 +455,20 @@ def select(
     if "n_components" in fit_kwargs or "covariance_type" in fit_kwargs:
         raise TypeError("pass n_components and covariance_types as select's own arguments")
     X = check_data(X, min_samples=2)
+    w = check_sample_weight(sample_weight, X.shape[0], X.dtype)
+    if w is not None and fit_kwargs.get("init_params") == "hc":
+        raise ValueError(
+            "init_params='hc' does not take sample_weight (mclust's hierarchical clustering "
+            "merges unweighted points); use init_params='kmeans'"
+        )
     ks, types = _check_grid(n_components, covariance_types)
+    if w is not None:
+        # Every grid point needs as many rows of positive weight as components.
+        ks = [k for k in ks if k <= int(np.sum(w > 0))] or ks
     if strategy == "fast":
-        cells = _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs)
+        cells = _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs, w)
     else:
-        cells = _RobustSearch(X, collapse_factor, random_state, fit_kwargs).run(ks, types)
+        cells = _RobustSearch(X, collapse_factor, random_state, fit_kwargs, w).run(ks, types)
     rows, models = [], {}
     for k in ks:
         for ct in types:
@@ -463,7 +490,7 @@ def select(
                     refit_from=0,
                 )
             else:
-                row.update(information_criteria(cell.model, X, convention))
+                row.update(information_criteria(cell.model, X, convention, w))
                 row.update(
                     converged=bool(cell.model.converged_),
                     collapsed=cell.collapsed,
@@ -494,13 +521,14 @@ def _fit_failed(exc: ValueError) -> bool:
     return "ill-defined empirical covariance" in str(exc)
 
 
-def _cell(model, X, collapse_factor, start) -> _Cell:
-    loglik, _, resp = _scores(model, X)
-    collapsed = is_collapsed(model, X.shape[0], collapse_factor=collapse_factor)
+def _cell(model, X, collapse_factor, start, sample_weight=None) -> _Cell:
+    loglik, _, resp = _scores(model, X, sample_weight)
+    n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+    collapsed = is_collapsed(model, n, collapse_factor=collapse_factor)
     return _Cell(model, loglik if np.isfinite(loglik) else -np.inf, resp, collapsed, start)
 
 
-def _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs):
+def _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs, sample_weight=None):
     """One fit per grid point with the estimator's settings (``strategy='fast'``)."""
     start = fit_kwargs.get("init_params", "kmeans")
     cells = {}
@@ -513,12 +541,12 @@ def _fast_cells(X, ks, types, collapse_factor, random_state, fit_kwargs):
                 with warnings.catch_warnings():
                     # Unconverged grid points are reported in the table instead.
                     warnings.filterwarnings("ignore", message="Best performing init")
-                    model.fit(X)
+                    model.fit(X, sample_weight=sample_weight)
             except ValueError as exc:
                 if not _fit_failed(exc):
                     raise
                 continue
-            cells[(k, ct)] = _cell(model, X, collapse_factor, start)
+            cells[(k, ct)] = _cell(model, X, collapse_factor, start, sample_weight)
     return cells
 
 
@@ -526,8 +554,9 @@ class _RobustSearch:
     """``strategy='robust'`` of :func:`select` (see its docstring): every start of every grid
     point, the best kept, then the consistency check against nested fits."""
 
-    def __init__(self, X, collapse_factor, random_state, fit_kwargs):
+    def __init__(self, X, collapse_factor, random_state, fit_kwargs, sample_weight=None):
         self.X = X
+        self.w = sample_weight
         self.collapse_factor = collapse_factor
         self.random_state = random_state
         self.settings = {"tol": ROBUST_TOL, **fit_kwargs}
@@ -545,7 +574,8 @@ class _RobustSearch:
             self.init_starts = [(name, random_state)]
         # A fit below a nested one by less than the convergence tolerance allows is no
         # inconsistency (the objective is the mean log-likelihood, hence the n_samples).
-        self.margin = X.shape[0] * float(self.settings["tol"])
+        total = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+        self.margin = total * float(self.settings["tol"])
         # Under a prior EM maximises the posterior, whose likelihood may fall with K.
         self.check_nested = self.settings.get("prior") is None
         self._tree = None
@@ -585,7 +615,7 @@ class _RobustSearch:
             previous = cells.get((k - 1, ct))
             if previous is not None:
                 for c in range(k - 1):
-                    resp = _split_resp(self.X, previous.resp, c)
+                    resp = _split_resp(self.X, previous.resp, c, self.w)
                     if resp is not None:
                         starts.append((f"split {c + 1} of K={k - 1}", resp))
         full = cells.get((k, MOST_GENERAL))
@@ -604,7 +634,7 @@ class _RobustSearch:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Best performing init")
-                model._fit(self.X, resp_init=resp)
+                model._fit(self.X, resp_init=resp, sample_weight=self.w)
                 n_iter, bounds = model.n_iter_, [model.lower_bounds_]
                 # A warm start continues from the fitted parameters (one run, the same
                 # compiled EM program), measuring the first change from the last objective.
@@ -612,7 +642,7 @@ class _RobustSearch:
                 for _ in range(ROBUST_ROUNDS - 1):
                     if model.converged_ or self.max_iter == 0:
                         break
-                    model._fit(self.X)
+                    model._fit(self.X, sample_weight=self.w)
                     n_iter += model.n_iter_
                     bounds.append(model.lower_bounds_)
                 model.warm_start = False
@@ -633,7 +663,7 @@ class _RobustSearch:
                 model = self._fit(k, ct, random_state=start)
             if model is None:
                 continue
-            cell = _cell(model, self.X, self.collapse_factor, name)
+            cell = _cell(model, self.X, self.collapse_factor, name, self.w)
             if best is None or cell.rank > best.rank:
                 best = cell
         return best
@@ -665,13 +695,13 @@ class _RobustSearch:
             j = current.model.n_components
             tried = []
             for c in range(j):
-                resp = _split_resp(self.X, current.resp, c)
+                resp = _split_resp(self.X, current.resp, c, self.w)
                 if resp is None:
                     continue
                 model = self._fit(j + 1, ct, resp)
                 if model is not None:
                     start = f"refit: split {c + 1} of K={j}"
-                    tried.append(_cell(model, self.X, self.collapse_factor, start))
+                    tried.append(_cell(model, self.X, self.collapse_factor, start, self.w))
             usable = [c for c in tried if not c.collapsed]
             current = max(usable, key=lambda c: c.log_likelihood) if usable else None
         if current is not None and current.log_likelihood >= base.log_likelihood - self.margin:
@@ -686,20 +716,21 @@ class _RobustSearch:
         if model is None:
             return None
         start = f"refit: copy of K={base.model.n_components}"
-        return _cell(model, self.X, self.collapse_factor, start)
+        return _cell(model, self.X, self.collapse_factor, start, self.w)
 
 
-def _split_resp(X, resp, c):
+def _split_resp(X, resp, c, sample_weight=None):
     """Responsibilities with component ``c`` cut in two by the hyperplane through its
-    (responsibility-weighted) mean across its principal axis; None when the component carries
-    less than two points."""
+    (responsibility-weighted, times ``sample_weight``) mean across its principal axis; None
+    when the component carries less than two points."""
     r = resp[:, c]
-    total = float(np.sum(r))
+    rw = r if sample_weight is None else r * sample_weight
+    total = float(np.sum(rw))
     if total < 2.0:
         return None
-    centre = r @ X / total
+    centre = rw @ X / total
     dev = X - centre
-    scatter = (dev * r[:, None]).T @ dev
+    scatter = (dev * rw[:, None]).T @ dev
     axis = np.linalg.eigh(scatter)[1][:, -1]
     side = (dev @ axis) > 0
     if not side.any() or side.all():

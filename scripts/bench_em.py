@@ -186,6 +186,29 @@ def time_ours(X, k, covariance_type, w0, m0, cov0, max_iter, repeats):
     return steady / max_iter, compile_s, res
 
 
+def time_missing(X, k, covariance_type, w0, m0, cov0, max_iter, repeats, frac):
+    """Seconds per iteration of EM with ``frac`` of the values missing completely at random
+    (the same rows and start as :func:`time_ours`), and the number of missingness patterns."""
+    from bayesgmm.em import fit_em_missing
+
+    Xm = np.array(X, copy=True)
+    Xm[np.random.default_rng(1).random(Xm.shape) < frac] = np.nan
+    kwargs = dict(
+        max_iter=max_iter, tol=0.0, reg_covar=1e-6, weights_init=w0, means_init=m0,
+        covariances_init=cov0,
+    )  # fmt: skip
+
+    def run():
+        t0 = time.perf_counter()
+        jax.block_until_ready(fit_em_missing(jax.random.key(0), Xm, k, covariance_type, **kwargs))
+        return time.perf_counter() - t0
+
+    run()  # compiles
+    steady = statistics.median(run() for _ in range(repeats))
+    n_patterns = len(np.unique(np.isnan(Xm), axis=0))
+    return steady / max_iter, n_patterns
+
+
 def _median_time(fn, repeats):
     jax.block_until_ready(fn())
     ts = []
@@ -290,6 +313,14 @@ def main(argv=None):
     ap.add_argument("--float32", action="store_true", help="add a float32 column for ours")
     ap.add_argument("--split", action="store_true", help="time our E-step and M-step apart")
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    ap.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        metavar="FRAC",
+        help="add a column: ours with FRAC of the values missing at random (EM on the observed "
+        "values, missing='marginalize'), seconds per iteration",
+    )
     args = ap.parse_args(argv)
 
     sizes = parse_list(args.sizes, SIZES, "sizes")
@@ -315,6 +346,8 @@ def main(argv=None):
         header += f"{'f32 s/it':>10}"
     if args.split:
         header += f"{'E s':>9}{'M s':>9}"
+    if args.missing:
+        header += f"{'missing s/it':>13}{'vs complete':>12}{'patterns':>9}"
     header += f"{'2nd-fit compiles':>18}"
     print(header)
     rows = []
@@ -352,6 +385,12 @@ def main(argv=None):
             if args.split:
                 es, ms = time_split(X, k, ct, w0, m0, cov0, args.repeats)
                 line += f"{es:>9.4f}{ms:>9.4f}"
+            if args.missing:
+                miss, n_pat = time_missing(
+                    X, k, ct, w0, m0, cov0, args.max_iter, args.repeats, args.missing
+                )
+                line += f"{miss:>13.4g}{miss / ours:>11.1f}x{n_pat:>9d}"
+                row.update(missing=miss, patterns=n_pat)
             compiles = second_fit_compiles(X, k, ct, w0, m0, p0, counter)
             line += f"{compiles:>18d}"
             row["compiles"] = compiles

@@ -32,7 +32,7 @@ PACKAGE = Path(bayesgmm.__file__).parent
 
 LAYERS = {
     0: ("_exceptions", "_version", "_jax", "_compile", "_random", "_validation"),
-    1: ("covariance", "prior", "params", "density"),
+    1: ("covariance", "prior", "params", "density", "marginal"),
     2: ("kmeans", "hc", "em", "model", "sampler", "relabel", "io", "convert"),
     3: ("estimator", "selection", "posterior"),
     4: ("plotting", "cli", "datasets", "__main__", "__init__"),
@@ -46,6 +46,7 @@ EM_ORDER = (
     "em.expanded",
     "em.init",
     "em.driver",
+    "em.missing",
     "em.best",
     "em",
 )

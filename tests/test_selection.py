@@ -258,7 +258,7 @@ def test_refit_falls_back_to_a_duplicated_component(monkeypatch):
     from bayesgmm import selection
 
     _only_the_estimators_start(monkeypatch)
-    monkeypatch.setattr(selection, "_split_resp", lambda X, resp, c: None)
+    monkeypatch.setattr(selection, "_split_resp", lambda X, resp, c, sample_weight=None: None)
     X = datasets.faithful()
     table, best = select(X, n_components=[2, 3], covariance_types=["tied"], tol=1e-3)
     k2, k3 = table[0], table[1]

@@ -295,8 +295,11 @@ def test_sklearn_estimator_check(estimator, check, monkeypatch):
 
 
 def test_every_estimator_check_is_generated():
-    """The checks above are all scikit-learn has for this estimator: 41 in scikit-learn 1.9.1,
-    including the ones that failed before bayesgmm's messages followed scikit-learn's."""
+    """The checks above are all scikit-learn has for this estimator: 48 in scikit-learn 1.9.1,
+    including the ones that failed before bayesgmm's messages followed scikit-learn's and the
+    7 sample-weight checks its ``fit(X, y, sample_weight)`` signature brings (among them
+    ``check_sample_weight_equivalence_on_dense_data``: integer weights = repeated rows, by
+    scikit-learn's own test)."""
     if _GENERATOR is None:
         pytest.skip("sklearn.utils.estimator_checks.estimator_checks_generator needs >= 1.6")
     names = {_check_name(c) for _, c in ESTIMATOR_CHECKS}
@@ -310,7 +313,14 @@ def test_every_estimator_check_is_generated():
         "check_estimators_empty_data_messages",
         "check_dtype_object",
         "check_array_api_input",
+        "check_all_zero_sample_weights_error",
+        "check_sample_weight_equivalence_on_dense_data",
+        "check_sample_weights_list",
+        "check_sample_weights_not_an_array",
+        "check_sample_weights_not_overwritten",
+        "check_sample_weights_pandas_series",
+        "check_sample_weights_shape",
     ):
         assert name in names
     if sklearn.__version__ == "1.9.1":
-        assert len(ESTIMATOR_CHECKS) == 41
+        assert len(ESTIMATOR_CHECKS) == 48

@@ -13,7 +13,10 @@ Read in this order:
 4. :mod:`~bayesgmm.em.driver`: :func:`fit_em`, every restart's loop together under ``vmap``,
    and the one fallback policy between the two steps (a state diagram in
    ``_run_program``'s docstring);
-5. :mod:`~bayesgmm.em.init` (starting parameters) and :mod:`~bayesgmm.em.best`
+5. :mod:`~bayesgmm.em.missing`: :func:`fit_em_missing`, EM on the observed coordinates of
+   rows with missing values (the conditional expectations and covariances of the missing
+   ones in the M-step);
+6. :mod:`~bayesgmm.em.init` (starting parameters) and :mod:`~bayesgmm.em.best`
    (:func:`fit_best`, the best of ``n_init`` runs with its diagnostics: what
    :class:`bayesgmm.GaussianMixture` and :func:`bayesgmm.fit_posterior` call).
 
@@ -29,6 +32,7 @@ from .driver import fit_em
 from .expanded import EXPANDED_BLOCK_ROWS
 from .init import initial_resp
 from .kernels import EMKernels, kernels_for
+from .missing import fit_em_missing, mean_imputed, missing_step
 from .reference import EMResult, SufficientStats, m_step, reference_em, sufficient_stats, to_blocks
 
 __all__ = [
@@ -44,6 +48,9 @@ __all__ = [
     "EMKernels",
     "initial_resp",
     "fit_em",
+    "fit_em_missing",
+    "missing_step",
+    "mean_imputed",
     "BestFit",
     "fit_best",
     "fit_summary",

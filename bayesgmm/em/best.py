@@ -15,6 +15,7 @@ from .._compile import LOW_OPT
 from .._validation import collapsed_runs
 from ..params import GMMParams
 from .driver import fit_em
+from .missing import fit_em_missing
 from .reference import EMResult
 
 __all__ = ["BestFit", "fit_best", "fit_summary", "FIT_FAILED_MESSAGE"]
@@ -147,6 +148,7 @@ def fit_best(
     ----------
     key : jax.random key
     X : array of shape (n_samples, n_features)
+        NaN marks a missing value: rows with NaN run :func:`~bayesgmm.em.fit_em_missing`.
     n_components : int
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     stacklevel : int, default 2
@@ -177,7 +179,12 @@ def fit_best(
     array([0., 5.])
     """
     X = np.asarray(X)
-    res = fit_em(key, jnp.asarray(X), n_components, covariance_type, **em_kwargs)
+    if np.isnan(X).any():
+        # Values missing at random (NaN; the estimator's missing="marginalize").
+        res = fit_em_missing(key, X, n_components, covariance_type, **em_kwargs)
+        X = np.where(np.isnan(X), 0, X)  # for the collapse check: the observed values' scale
+    else:
+        res = fit_em(key, jnp.asarray(X), n_components, covariance_type, **em_kwargs)
     n_init = int(np.asarray(res.n_iter).shape[0])
     max_iter = int(em_kwargs.get("max_iter", 100))
     broken = np.asarray(res.failed)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._compile import SizedJit
+from .._validation import check_sample_weight
 from ..params import GMMParams
 from ..prior import Prior
 from . import expanded
@@ -77,8 +78,13 @@ def _result(st: _LoopState) -> EMResult:
     return EMResult(st.params, st.lower_bound, st.lower_bounds, st.n_iter, st.converged, st.failed)
 
 
-def _em_impl(X, states: _LoopState, prior, tol, reg_covar, until, max_iter: int, mode: str):
+def _em_impl(
+    X, sample_weight, states: _LoopState, prior, tol, reg_covar, until, max_iter: int, mode: str
+):
     """EM iterations of every run of the batch ``states`` (leading axis: restarts), together.
+
+    ``sample_weight`` (n_samples,) or None (every row weight 1: the program unweighted fits
+    always ran, unchanged).
 
     ``mode`` is ``"centred"`` (the exact kernels), ``"expanded"`` (the fast kernels; a run
     whose step is refused stops with ``stopped`` set) or ``"resume"`` (the centred kernels for
@@ -89,10 +95,10 @@ def _em_impl(X, states: _LoopState, prior, tol, reg_covar, until, max_iter: int,
     n_components = states.params.means.shape[-2]
     stop_when = None
     if mode == "expanded":
-        Xb, wb = to_blocks(X, n_components, EXPANDED_BLOCK_ROWS)
+        Xb, wb = to_blocks(X, n_components, EXPANDED_BLOCK_ROWS, sample_weight)
         step = expanded_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
     else:
-        Xb, wb = to_blocks(X, n_components)
+        Xb, wb = to_blocks(X, n_components, weights=sample_weight)
         step = centred_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
         if mode == "resume":
             shift = _data_mean(jnp.swapaxes(Xb, 1, 2), wb)
@@ -160,7 +166,7 @@ def _run_program(args, static) -> _LoopState:
     iterations are centred ones, so the result is always an exact EM run. Inside another
     ``jit`` (no host to decide), stopped runs finish centred in the same trace.
     """
-    X, states, prior, tol, reg_covar, until = args
+    X, sw, states, prior, tol, reg_covar, until = args
     max_iter, mode = static["max_iter"], static["mode"]
     program = _em_program.pick(*_problem_size(args), data=X)
     if max_iter == 0 and not isinstance(X, jax.core.Tracer):
@@ -171,15 +177,19 @@ def _run_program(args, static) -> _LoopState:
     if isinstance(X, jax.core.Tracer):
         # Inside another jit there is no host to decide: finish stopped runs centred.
         never = jnp.full(states.n_iter.shape, max_iter + 1, jnp.int32)
-        return program(X, states, prior, tol, reg_covar, never, max_iter=max_iter, mode="resume")
+        return program(
+            X, sw, states, prior, tol, reg_covar, never, max_iter=max_iter, mode="resume"
+        )
     centred_iters = 1
     while _pending(states, max_iter):
         until = jnp.asarray(np.asarray(states.n_iter) + centred_iters, jnp.int32)
-        states = program(X, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="resume")
+        states = program(
+            X, sw, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="resume"
+        )
         if not _pending(states, max_iter):
             break
         states = program(
-            X, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="expanded"
+            X, sw, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="expanded"
         )
         centred_iters *= 2
     return states
@@ -202,9 +212,21 @@ def _prepare(
     params_init,
     lower_bound_init,
     resp_init=None,
+    sample_weight=None,
+    init_data=None,
 ):
+    """``fit_em``'s arguments as the EM program's ``(args, static)``. ``init_data``
+    (default ``X``) is what the initialisation runs on: the missing-data path passes its
+    column-mean-imputed rows."""
     X = jnp.asarray(X)
     dtype = X.dtype
+    if sample_weight is not None:
+        if not isinstance(sample_weight, jax.core.Tracer):
+            sample_weight = check_sample_weight(
+                sample_weight, X.shape[0], dtype, min_positive=int(n_components)
+            )
+        if sample_weight is not None:
+            sample_weight = jnp.asarray(sample_weight, dtype)
     if prior is not None:
         prior = prior.astype(dtype)
     # Strongly typed scalars of the data's dtype: a Python float and a NumPy float then share
@@ -214,7 +236,7 @@ def _prepare(
     lower_bound_init = jnp.asarray(lower_bound_init, dtype)
     starts = _starts(
         key,
-        X,
+        X if init_data is None else jnp.asarray(init_data, dtype),
         int(n_components),
         covariance_type,
         int(n_init),
@@ -226,6 +248,7 @@ def _prepare(
         covariances_init,
         params_init,
         resp_init,
+        sample_weight,
     )
     # Looked up on the module at every call, so that tests can force either kernel family by
     # patching ``bayesgmm.em.expanded.use_expanded``.
@@ -234,7 +257,7 @@ def _prepare(
     states = _start_states(starts, lower_bound_init, int(max_iter))
     # ``until`` matters in "resume" mode only; passed always so every mode has one signature.
     until = np.zeros(int(n_init), np.int32)
-    return (X, states, prior, tol, reg_covar, until), static
+    return (X, sample_weight, states, prior, tol, reg_covar, until), static
 
 
 def fit_em(
@@ -255,6 +278,7 @@ def fit_em(
     params_init: GMMParams | None = None,
     lower_bound_init=-jnp.inf,
     resp_init=None,
+    sample_weight=None,
 ) -> EMResult:
     """Fit a mixture by EM from ``n_init`` initialisations at once.
 
@@ -291,6 +315,11 @@ def fit_em(
     resp_init : array (n_samples, K), optional
         Start every restart from the M-step of these responsibilities instead of running
         ``init_params`` (``weights_init``/``means_init``/``covariances_init`` still override).
+    sample_weight : array (n_samples,), optional
+        Non-negative row multiplicities (scikit-learn's ``sample_weight``): every statistic,
+        the objective (the weighted mean log-likelihood, divided by ``sum(sample_weight)``)
+        and the initialisation are weighted, so integer weights give exactly the fit of the
+        data with rows repeated, and a zero weight is a row that is absent.
 
     Returns
     -------
@@ -308,15 +337,21 @@ def fit_em(
 
 
 def _problem_size(args):
-    X, states = args[0], args[1]
+    X, states = args[0], args[2]
     return X.shape[0], states.params.means.shape[-2], X.shape[1]
 
 
-def _lower(key, X, n_components, covariance_type="full", **kwargs):
-    sig = inspect.signature(fit_em)
-    bound = sig.bind(key, X, n_components, covariance_type, **kwargs)
+def prepare_em(key, X, n_components, covariance_type="full", *, init_data=None, **kwargs):
+    """:func:`fit_em`'s arguments (defaults filled in) as ``(args, static)`` of its program:
+    ``args = (X, sample_weight, states, prior, tol, reg_covar, until)`` with the starting
+    states of every restart (the initialisation runs on ``init_data``, default ``X``)."""
+    bound = inspect.signature(fit_em).bind(key, X, n_components, covariance_type, **kwargs)
     bound.apply_defaults()
-    args, static = _prepare(**bound.arguments)
+    return _prepare(**bound.arguments, init_data=init_data)
+
+
+def _lower(key, X, n_components, covariance_type="full", **kwargs):
+    args, static = prepare_em(key, X, n_components, covariance_type, **kwargs)
     return _em_program.pick(*_problem_size(args)).lower(*args, **static)
 
 

@@ -18,26 +18,39 @@ from .reference import m_step, to_blocks
 __all__ = ["initial_resp", "INIT_METHODS"]
 
 
-def initial_resp(key, X, n_components: int, method: str):
+def initial_resp(key, X, n_components: int, method: str, sample_weight=None):
     """Initial responsibilities (n_samples, K) by one of :data:`INIT_METHODS`
     (scikit-learn's definitions: k-means labels, one-hot on k-means++ seeds, uniform random
     rows normalised, or one-hot on random distinct data points; and ``"hc"``, one-hot on the
     partition of mclust's model-based hierarchical clustering, :func:`bayesgmm.hc.hc`, which
-    ignores ``key`` and runs in NumPy, so not inside ``jit``)."""
+    ignores ``key`` and runs in NumPy, so not inside ``jit``).
+
+    ``sample_weight`` (n_samples,), optional: k-means and k-means++ are weighted
+    (:func:`bayesgmm.kmeans.kmeans_fit`), ``random_from_data`` draws rows with probability
+    proportional to their weight (never a row of weight zero); ``random``'s rows are
+    weighted by the M-step that follows. ``"hc"`` merges unweighted points and refuses
+    weights."""
     n = X.shape[0]
     if method == "hc":
+        if sample_weight is not None:
+            raise ValueError(
+                "init_params='hc' does not take sample_weight (mclust's hierarchical "
+                "clustering merges unweighted points); use init_params='kmeans' or pass "
+                "resp_init"
+            )
         return _hc_resp(X, n_components)
     if method == "kmeans":
-        labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
-        return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
+        res = kmeans_fit(key, X, n_components, 1, "k-means++", sample_weight=sample_weight)
+        return jax.nn.one_hot(res.labels, n_components, dtype=X.dtype)
     if method == "k-means++":
-        _, idx = kmeans_plusplus(key, X, n_components)
+        _, idx = kmeans_plusplus(key, X, n_components, sample_weight)
         return jnp.zeros((n, n_components), X.dtype).at[idx, jnp.arange(n_components)].set(1.0)
     if method == "random":
         r = jax.random.uniform(key, (n, n_components), X.dtype)
         return r / jnp.sum(r, axis=1, keepdims=True)
     if method == "random_from_data":
-        idx = jax.random.choice(key, n, (n_components,), replace=False)
+        p = None if sample_weight is None else sample_weight / jnp.sum(sample_weight)
+        idx = jax.random.choice(key, n, (n_components,), replace=False, p=p)
         return jnp.zeros((n, n_components), X.dtype).at[idx, jnp.arange(n_components)].set(1.0)
     raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")
 
@@ -82,28 +95,30 @@ def _resp_blocks(resp, Xb):
 _initial_resp_one = SizedJit(initial_resp, static_argnames=("n_components", "method"))
 
 
-def _initial_params_impl(X, resp, covariance_type: str, reg_covar, prior: Prior | None):
+def _initial_params_impl(
+    X, resp, covariance_type: str, reg_covar, prior: Prior | None, sample_weight=None
+):
     # The initial M-step is the run's own M-step (maximum likelihood as in scikit-learn, or the
     # posterior mode under a prior, which stays positive definite on collapsed points where the
-    # ML covariance is singular).
+    # ML covariance is singular), with each row's responsibilities times its weight.
     Xb, _ = to_blocks(X, resp.shape[1])
+    if sample_weight is not None:
+        resp = resp * sample_weight[:, None]
     return m_step(Xb, _resp_blocks(resp, Xb), covariance_type, reg_covar, prior)
 
 
 _initial_params_one = SizedJit(_initial_params_impl, static_argnames=("covariance_type",))
 
 
-def _initial_resp(key, X, n_components: int, method: str):
+def _initial_resp(key, X, n_components: int, method: str, sample_weight=None):
     if method not in INIT_METHODS:
         raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")
-    if method == "kmeans":
-        # The shared k-means program (the same call bayesgmm.KMeans makes), then a one-hot.
-        labels = kmeans_fit(key, X, n_components, 1, "k-means++").labels
-        return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
-    if method == "hc":
-        return _hc_resp(X, n_components)
+    if method in ("kmeans", "hc"):
+        # k-means: the shared k-means program (the same call bayesgmm.KMeans makes), then a
+        # one-hot; hc: NumPy, outside jit.
+        return initial_resp(key, X, n_components, method, sample_weight)
     return _initial_resp_one.pick(X.shape[0], n_components, X.shape[1], data=X)(
-        key, X, n_components, method
+        key, X, n_components, method, sample_weight
     )
 
 
@@ -121,6 +136,7 @@ def _starts(
     covariances_init,
     params_init,
     resp_init=None,
+    sample_weight=None,
 ) -> GMMParams:
     """Starting parameters of every restart, stacked along a leading ``n_init`` axis."""
     ct = get_covariance_type(covariance_type)
@@ -137,17 +153,18 @@ def _starts(
         runs = []
         if resp_init is None and init_params == "hc":
             # The tree is deterministic: every restart would build the same one.
-            resp_init = _hc_resp(X, n_components)
+            resp_init = initial_resp(None, X, n_components, "hc", sample_weight)
         if resp_init is not None:
             resp_init = jnp.asarray(resp_init, dtype)
         # One restart at a time through the shared programs (not a vmap): their compiled form
         # then does not depend on n_init. Same keys as jax.random.split(key, n_init) gave the
         # restarts when initialisation ran inside the EM program.
         for k in jax.random.split(key, n_init):
-            resp = (
-                _initial_resp(k, X, n_components, init_params) if resp_init is None else resp_init
-            )
-            p = initial_m_step(X, resp, ct.name, reg_covar, prior)
+            if resp_init is None:
+                resp = _initial_resp(k, X, n_components, init_params, sample_weight)
+            else:
+                resp = resp_init
+            p = initial_m_step(X, resp, ct.name, reg_covar, prior, sample_weight)
             runs.append(
                 [
                     default if override is None else override

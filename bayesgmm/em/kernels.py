@@ -90,6 +90,11 @@ class EMKernels:
         raise NotImplementedError
 
     # --- M-step estimators --------------------------------------------------------------------
+    def scatter_from_full(self, scatter):
+        """This type's scatter from per-component ``(K, d, d)`` scatter matrices (what EM with
+        missing values accumulates: completed rows plus conditional covariances)."""
+        raise NotImplementedError
+
     def ml_covariance(self, nk, means, scatter, reg_covar):
         """Maximum-likelihood covariances from statistics, plus ``reg_covar`` on diagonals."""
         raise NotImplementedError
@@ -195,6 +200,9 @@ class _Full(EMKernels):
         )
         return scatter, ratio
 
+    def scatter_from_full(self, scatter):
+        return scatter
+
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return _add_diag(scatter / nk[:, None, None], reg_covar)
 
@@ -243,6 +251,9 @@ class _Tied(EMKernels):
         ratio = _moment_ratio(jnp.diagonal(data_scatter), jnp.diagonal(scatter), count_reg)
         return scatter, ratio
 
+    def scatter_from_full(self, scatter):
+        return jnp.sum(scatter, axis=0)
+
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return _add_diag(scatter / jnp.sum(nk), reg_covar)
 
@@ -274,6 +285,9 @@ class _Diag(EMKernels):
     def scatter_from_moments(self, s1, s2, nk, centres, data_scatter, count_reg):
         scatter = s2 - 2.0 * s1 * centres + nk[:, None] * centres * centres
         return scatter, _moment_ratio(s2, scatter, count_reg[:, None])
+
+    def scatter_from_full(self, scatter):
+        return jnp.diagonal(scatter, axis1=-2, axis2=-1)
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         return scatter / nk[:, None] + reg_covar
@@ -307,6 +321,9 @@ class _Spherical(EMKernels):
         scatter = second - 2.0 * jnp.sum(s1 * centres, axis=1) + nk * jnp.sum(centres**2, axis=1)
         # The covariance adds reg_covar once per feature: d * count * reg on the scatter's scale.
         return scatter, _moment_ratio(second, scatter, count_reg * centres.shape[-1])
+
+    def scatter_from_full(self, scatter):
+        return jnp.trace(scatter, axis1=-2, axis2=-1)
 
     def ml_covariance(self, nk, means, scatter, reg_covar):
         # scikit-learn: the mean over features of the diagonal variances.

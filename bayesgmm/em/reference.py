@@ -83,11 +83,16 @@ class SufficientStats(NamedTuple):
     sx: jax.Array
 
 
-def to_blocks(X, n_components: int, rows: int | None = None):
+def to_blocks(X, n_components: int, rows: int | None = None, weights=None):
     """Pad ``X`` (n, d) to whole blocks: returns ``(Xb (n_blocks, B, d), wb (n_blocks, B))``
-    where ``wb`` is 1 for real rows and 0 for padding. ``rows`` (default: the density's
+    where ``wb`` is the row's weight (``weights`` (n,), the sample weights, or 1) for real
+    rows and 0 for padding. ``rows`` (default: the density's
     :func:`~bayesgmm.density.block_rows`) caps ``B``; blocks are then evened out so that the
-    padding is less than one block."""
+    padding is less than one block.
+
+    Every pass multiplies each row's responsibilities and log density by its ``wb``, so a
+    sample weight enters EM exactly as a padding row's zero does: an integer weight is that
+    many copies of the row."""
     n, d = X.shape
     cap = block_rows(n_components, d) if rows is None else rows
     block = min(cap, n)
@@ -95,7 +100,7 @@ def to_blocks(X, n_components: int, rows: int | None = None):
     block = -(-n // n_blocks)
     n_blocks = -(-n // block)
     pad = n_blocks * block - n
-    w = jnp.ones((n,), X.dtype)
+    w = jnp.ones((n,), X.dtype) if weights is None else jnp.asarray(weights, X.dtype)
     if pad:
         X = jnp.concatenate([X, jnp.zeros((pad, d), X.dtype)])
         w = jnp.concatenate([w, jnp.zeros((pad,), X.dtype)])
