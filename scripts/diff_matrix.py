@@ -868,6 +868,13 @@ def main(argv=None):
         "cases already in it (a long run can stop and resume, in several processes or sessions)",
     )
     parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="run only every N-th case starting at the I-th (0-based), to split a run over "
+        "N processes; merge their --results files by label",
+    )
+    parser.add_argument(
         "--report",
         action="store_true",
         help="print the table from --results alone (every finished case), running nothing",
@@ -881,6 +888,8 @@ def main(argv=None):
     groups = tuple(args.groups.split(","))
     modes = set(args.modes.split(","))
     todo = [(c, g) for c, g in plan(args.subset, types, dtypes, groups) if c.mode in modes]
+    shard, n_shards = (int(v) for v in args.shard.split("/"))
+    todo = todo[shard::n_shards]
     done = _read_results(args.results) if args.results else {}
     if args.report:
         todo = []
