@@ -356,6 +356,7 @@ def test_clear_errors_and_saving(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(Xm), gm.predict_proba(Xm))
 
 
+@pytest.mark.extended
 def test_command_line_missing_values(tmp_path):
     import subprocess
     import sys
@@ -394,7 +395,29 @@ def test_command_line_missing_values(tmp_path):
     observed = ~np.isnan(Xm)
     for s in range(3):
         np.testing.assert_array_equal(draws[draws[:, 0] == s, 1:][observed], Xm[observed])
-    # A posterior fitted with missing values marginalised, then imputations from its draws.
+
+
+@pytest.mark.extended
+def test_command_line_posterior_with_missing_values(tmp_path):
+    # A posterior fitted with missing values marginalised, then imputations from its draws
+    # (extended: NUTS in subprocesses; the default suite covers Posterior.impute in-process).
+    import subprocess
+    import sys
+
+    _, Xm = _data(200, seed=8)
+    observed = ~np.isnan(Xm)
+    data = tmp_path / "m.csv"
+    with open(data, "w") as f:
+        f.write("a,b,c\n")
+        for row in Xm:
+            f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
+
+    def run(*args):
+        proc = subprocess.run(
+            [sys.executable, "-m", "bayesgmm", *args], capture_output=True, text=True
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+
     post = tmp_path / "p.nc"
     rc, out = run(
         "fit",
@@ -448,7 +471,8 @@ def test_model_log_joint_is_n_times_the_map_em_objective(covariance_type):
     p = _fit(Xm, covariance_type, 3).params_
     values = {"weights": p.weights, "means": p.means, "covariances": p.covariances}
     kw = dict(n_components=2, covariance_type=covariance_type, prior=prior)
-    joint, _ = log_density(gmm_model, _model_args(Xm), kw, values)
+    # Jitted: op by op the model's log density dispatches hundreds of small programs.
+    joint = jax.jit(lambda v: log_density(gmm_model, _model_args(Xm), kw, v)[0])(values)
     res = fit_em_missing(
         jax.random.key(0),
         Xm,
@@ -462,7 +486,7 @@ def test_model_log_joint_is_n_times_the_map_em_objective(covariance_type):
     np.testing.assert_allclose(float(joint), len(Xm) * float(res.lower_bounds[0, 0]), rtol=1e-10)
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("covariance_type", ["full", *_suite.extended("diag")])
 def test_map_em_is_the_posterior_mode_with_missing_values(covariance_type):
     import jax
     import jax.flatten_util
@@ -520,8 +544,8 @@ def test_nuts_with_missing_values_and_multiple_imputation():
     post = fit_posterior(
         Xm,
         2,
-        num_warmup=200,
-        num_samples=200,
+        num_warmup=150,
+        num_samples=100,
         num_chains=2,
         progress_bar=False,
         missing="marginalize",
@@ -529,7 +553,7 @@ def test_nuts_with_missing_values_and_multiple_imputation():
     rel, _ = post.relabel()
     np.testing.assert_allclose(rel.mean_params().means, post.map_params.means, atol=0.3)
     ll = post.log_likelihood()
-    assert ll.shape == (2, 200, 120) and np.isfinite(ll).all()
+    assert ll.shape == (2, 100, 120) and np.isfinite(ll).all()
     imps = post.impute(n_draws=4, seed=1)
     observed = ~np.isnan(Xm)
     assert imps.shape == (4, 120, 2) and np.isfinite(imps).all()
@@ -541,3 +565,31 @@ def test_nuts_with_missing_values_and_multiple_imputation():
     np.testing.assert_allclose(back.predict_proba(Xm), post.predict_proba(Xm), rtol=1e-12)
     with pytest.raises(ValueError, match="missing='marginalize'"):
         fit_posterior(Xm, 2, num_warmup=5, num_samples=5, num_chains=1, progress_bar=False)
+
+
+def test_command_line_fit_and_impute_with_missing_values(tmp_path):
+    # The default suite's command-line check (predict and multiple imputation run in the
+    # extended test above): a CSV with empty fields fitted with --missing marginalize, then
+    # imputed, equals the library's impute.
+    import subprocess
+    import sys
+
+    _, Xm = _data(200, seed=8)
+    data = tmp_path / "m.csv"
+    with open(data, "w") as f:
+        f.write("a,b,c\n")
+        for row in Xm:
+            f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
+    model = tmp_path / "m.bgmm"
+    script = (
+        "import sys; from bayesgmm.cli import main; "
+        f"a = main(['fit', {str(data)!r}, '-k', '2', '--missing', 'marginalize', '-o', "
+        f"{str(model)!r}]); "
+        f"b = main(['impute', {str(model)!r}, {str(data)!r}, '-o', {str(tmp_path / 'i.csv')!r}]); "
+        "sys.exit(a or b)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    gm = GaussianMixture(2, missing="marginalize", random_state=0).fit(Xm)
+    filled = np.loadtxt(tmp_path / "i.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(filled, gm.impute(Xm), rtol=1e-9, atol=1e-12)

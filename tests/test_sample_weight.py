@@ -67,10 +67,24 @@ def _assert_same_fit(a, b, rtol=1e-10):
 
 
 # (n, d): 600 x 3 runs the centred kernels; 6001 x 5 (n K d^2 = 3e5 > 1e5) the expanded
-# float64 kernels with several 1024-row blocks and a padded last one.
-@pytest.mark.parametrize("shape", [(600, 3), (6001, 5)], ids=["centred", "expanded"])
-@pytest.mark.parametrize("prior", [None, "default"], ids=["ml", "map"])
-@pytest.mark.parametrize("covariance_type", TYPES)
+# float64 kernels with several 1024-row blocks and a padded last one. The default suite runs
+# every type on both kernel families, ML and MAP split between them; the rest is extended.
+_WEIGHT_CASES = [
+    (ct, prior, shape)
+    for ct in TYPES
+    for prior in (None, "default")
+    for shape in ((600, 3), (6001, 5))
+]
+
+
+def _in_suite(ct, prior, shape):
+    return (prior is None) == (shape == (600, 3)) or ct == "full"
+
+
+@pytest.mark.parametrize(
+    "covariance_type, prior, shape",
+    [c if _in_suite(*c) else pytest.param(*c, marks=pytest.mark.extended) for c in _WEIGHT_CASES],
+)
 def test_integer_weights_are_repeated_rows(covariance_type, prior, shape):
     X, w, Xr = _data(*shape)
     a, b = _fit_both(covariance_type, X, w, Xr, prior=prior)
@@ -225,11 +239,11 @@ def test_weighted_model_log_density_is_the_repeated_rows(covariance_type):
 
 def test_weighted_nuts_samples_the_repeated_rows_posterior():
     # Two NUTS runs: weighted rows and repeated rows (same posterior, different data arrays,
-    # so different trajectories). Posterior means agree within Monte-Carlo error: with ~400
-    # effective draws per run, each mean's Monte-Carlo SE is ~sd/20 and their difference's
-    # ~sd/14; 0.35 sd is five of those. The MAP starts agree to rounding.
+    # so different trajectories). Posterior means agree within Monte-Carlo error: with ~300
+    # effective draws per run, each mean's Monte-Carlo SE is ~sd/17 and their difference's
+    # ~sd/12; 0.35 sd is four of those. The MAP starts agree to rounding.
     X, w, Xr = _data(60, 1, seed=7)
-    kw = dict(covariance_type="spherical", num_warmup=300, num_samples=300, num_chains=2)
+    kw = dict(covariance_type="spherical", num_warmup=200, num_samples=200, num_chains=2)
     a = fit_posterior(X, 2, progress_bar=False, sample_weight=w, **kw)
     b = fit_posterior(Xr, 2, progress_bar=False, **kw)
     order = lambda p: np.argsort(np.asarray(p.means)[:, 0])  # noqa: E731
@@ -266,20 +280,9 @@ def test_posterior_keeps_its_weights_through_arviz_and_files(tmp_path):
     np.testing.assert_array_equal(back.sample_weight, w)
     post.save(tmp_path / "p.nc")
     np.testing.assert_array_equal(Posterior.load(tmp_path / "p.nc").sample_weight, w)
-    assert (
-        Posterior.from_inference_data(
-            fit_posterior(
-                X,
-                2,
-                covariance_type="spherical",
-                num_warmup=20,
-                num_samples=10,
-                num_chains=1,
-                progress_bar=False,
-            ).to_inference_data()
-        ).sample_weight
-        is None
-    )
+    unweighted = post._replace(sample_weight=None).to_inference_data()
+    assert "sample_weight" not in unweighted.constant_data
+    assert Posterior.from_inference_data(unweighted).sample_weight is None
 
 
 def test_select_with_weights_is_select_on_repeated_rows():
@@ -292,8 +295,8 @@ def test_select_with_weights_is_select_on_repeated_rows():
     X, _ = datasets.blobs(300, centers=[[0, 0], [8, 8], [0, 8]], seed=0)
     w = np.random.default_rng(9).integers(0, 3, 300).astype(float)
     Xr = np.repeat(X, w.astype(int), axis=0)
-    t1, b1 = select(X, [1, 2, 3], ["full", "diag"], sample_weight=w)
-    t2, b2 = select(Xr, [1, 2, 3], ["full", "diag"])
+    t1, b1 = select(X, [1, 2, 3], ["diag"], sample_weight=w)
+    t2, b2 = select(Xr, [1, 2, 3], ["diag"])
     np.testing.assert_allclose(t1["log_likelihood"], t2["log_likelihood"], rtol=1e-6)
     np.testing.assert_allclose(t1["bic"], t2["bic"], rtol=1e-6)
     np.testing.assert_allclose(t1["icl"], t2["icl"], rtol=1e-6)
