@@ -345,6 +345,12 @@ def test_clear_errors_and_saving(tmp_path):
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         GaussianMixture(2, missing="marginalize").fit(bad)
+    import jax
+
+    from bayesgmm.em import fit_em_missing
+
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(60,\)"):
+        fit_em_missing(jax.random.key(0), Xm, 2, sample_weight=np.ones(59))
     gm = GaussianMixture(2, missing="marginalize", random_state=0).fit(Xm)
     with pytest.raises(ValueError, match="NaN"):
         GaussianMixture(2, random_state=0).fit(np.nan_to_num(Xm)).predict(Xm)

@@ -31,6 +31,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from .._compile import SizedJit
+from .._validation import check_sample_weight
 from ..marginal import PatternTerms, missing_patterns, pattern_terms
 from ..params import GMMParams
 from .driver import _loop, _result, prepare_em
@@ -226,7 +227,11 @@ def fit_em_missing(
     array([-4.,  4.])
     """
     X = np.asarray(X)
-    sample_weight = em_kwargs.get("sample_weight")
+    # Checked here too: the imputation for the initialisation reads the weights first.
+    sample_weight = check_sample_weight(
+        em_kwargs.pop("sample_weight", None), X.shape[0], X.dtype, min_positive=n_components
+    )
+    em_kwargs["sample_weight"] = sample_weight
     (_, sw, states, prior, tol, reg_covar, _), static = prepare_em(
         key,
         X,
