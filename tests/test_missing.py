@@ -9,6 +9,8 @@ update).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import _suite
@@ -119,6 +121,21 @@ def _data(n=120, d=3, frac=0.25, seed=0):
     Xm[5] = np.nan  # a row with nothing observed
     Xm[7, :] = X[7, :]  # and one complete
     return X, Xm
+
+
+def _csv_with_holes(X, path):
+    """``X`` written as CSV with a header, missing values as empty fields; returns ``path``."""
+    with open(path, "w") as f:
+        f.write(",".join("abcdefghij"[: X.shape[1]]) + "\n")
+        for row in X:
+            f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
+    return path
+
+
+def _run_cli(*args):
+    """``(exit status, stdout + stderr)`` of ``python -m bayesgmm ARGS`` in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "bayesgmm", *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def _start(covariance_type, d=3):
@@ -364,37 +381,26 @@ def test_clear_errors_and_saving(tmp_path):
 
 @pytest.mark.extended
 def test_command_line_missing_values(tmp_path):
-    import subprocess
-    import sys
-
     _, Xm = _data(200, seed=8)
-    data = tmp_path / "m.csv"
-    with open(data, "w") as f:
-        f.write("a,b,c\n")
-        for row in Xm:
-            f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
+    data = _csv_with_holes(Xm, tmp_path / "m.csv")
 
-    def run(*args):
-        proc = subprocess.run(
-            [sys.executable, "-m", "bayesgmm", *args], capture_output=True, text=True
-        )
-        return proc.returncode, proc.stdout + proc.stderr
-
-    rc, out = run("fit", str(data), "-k", "2")
+    rc, out = _run_cli("fit", str(data), "-k", "2")
     assert rc == 2 and "--missing marginalize" in out
     model = tmp_path / "m.bgmm"
-    rc, out = run("fit", str(data), "-k", "2", "--missing", "marginalize", "-o", str(model))
+    rc, out = _run_cli("fit", str(data), "-k", "2", "--missing", "marginalize", "-o", str(model))
     assert rc == 0, out
     gm = GaussianMixture(2, missing="marginalize", random_state=0).fit(Xm)
-    rc, out = run("predict", str(model), str(data), "-o", str(tmp_path / "p.csv"))
+    rc, out = _run_cli("predict", str(model), str(data), "-o", str(tmp_path / "p.csv"))
     assert rc == 0, out
     proba = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)[:, 1:]
     np.testing.assert_allclose(proba, gm.predict_proba(Xm), atol=1e-9)
-    rc, out = run("impute", str(model), str(data), "-o", str(tmp_path / "i.csv"))
+    rc, out = _run_cli("impute", str(model), str(data), "-o", str(tmp_path / "i.csv"))
     assert rc == 0, out
     filled = np.loadtxt(tmp_path / "i.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(filled, gm.impute(Xm), rtol=1e-9, atol=1e-12)
-    rc, out = run("impute", str(model), str(data), "--draws", "3", "-o", str(tmp_path / "d.csv"))
+    rc, out = _run_cli(
+        "impute", str(model), str(data), "--draws", "3", "-o", str(tmp_path / "d.csv")
+    )
     assert rc == 0, out
     draws = np.loadtxt(tmp_path / "d.csv", delimiter=",", skiprows=1)
     assert draws.shape == (3 * len(Xm), 4) and not np.isnan(draws).any()
@@ -407,25 +413,12 @@ def test_command_line_missing_values(tmp_path):
 def test_command_line_posterior_with_missing_values(tmp_path):
     # A posterior fitted with missing values marginalised, then imputations from its draws
     # (extended: NUTS in subprocesses; the default suite covers Posterior.impute in-process).
-    import subprocess
-    import sys
-
     _, Xm = _data(200, seed=8)
     observed = ~np.isnan(Xm)
-    data = tmp_path / "m.csv"
-    with open(data, "w") as f:
-        f.write("a,b,c\n")
-        for row in Xm:
-            f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
-
-    def run(*args):
-        proc = subprocess.run(
-            [sys.executable, "-m", "bayesgmm", *args], capture_output=True, text=True
-        )
-        return proc.returncode, proc.stdout + proc.stderr
+    data = _csv_with_holes(Xm, tmp_path / "m.csv")
 
     post = tmp_path / "p.nc"
-    rc, out = run(
+    rc, out = _run_cli(
         "fit",
         str(data),
         "-k",
@@ -444,7 +437,9 @@ def test_command_line_posterior_with_missing_values(tmp_path):
         str(post),
     )
     assert rc == 0, out
-    rc, out = run("impute", str(post), str(data), "--draws", "2", "-o", str(tmp_path / "q.csv"))
+    rc, out = _run_cli(
+        "impute", str(post), str(data), "--draws", "2", "-o", str(tmp_path / "q.csv")
+    )
     assert rc == 0, out
     draws = np.loadtxt(tmp_path / "q.csv", delimiter=",", skiprows=1)
     assert draws.shape == (2 * len(Xm), 4) and np.isfinite(draws).all()
@@ -577,15 +572,8 @@ def test_command_line_fit_and_impute_with_missing_values(tmp_path):
     # The default suite's command-line check (predict and multiple imputation run in the
     # extended test above): a CSV with empty fields fitted with --missing marginalize, then
     # imputed, equals the library's impute.
-    import subprocess
-    import sys
-
     _, Xm = _data(200, seed=8)
-    data = tmp_path / "m.csv"
-    with open(data, "w") as f:
-        f.write("a,b,c\n")
-        for row in Xm:
-            f.write(",".join("" if np.isnan(v) else repr(float(v)) for v in row) + "\n")
+    data = _csv_with_holes(Xm, tmp_path / "m.csv")
     model = tmp_path / "m.bgmm"
     script = (
         "import sys; from bayesgmm.cli import main; "

@@ -23,8 +23,6 @@ unchanged.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,15 +30,13 @@ from jax.scipy.special import logsumexp
 
 from .._compile import SizedJit
 from .._validation import check_sample_weight
-from ..marginal import PatternTerms, missing_patterns, pattern_terms
+from ..marginal import _LOG_2PI, PatternTerms, missing_patterns, pattern_terms
 from ..params import GMMParams
 from .driver import _loop, _result, prepare_em
 from .kernels import kernels_for
 from .reference import EMResult, SufficientStats, _objective, _params_from
 
 __all__ = ["missing_step", "fit_em_missing", "mean_imputed", "pattern_blocks"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def pattern_blocks(index, n_patterns: int, weights, n_components: int, n_features: int):
