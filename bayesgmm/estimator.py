@@ -373,7 +373,7 @@ class GaussianMixture:
         Xj = self._fit(X, sample_weight=sample_weight)
         # Always a final E-step, so that fit_predict(X) equals fit(X).predict(X) whatever
         # max_iter and tol were (the last M-step moved the parameters after the last E-step).
-        if np.isnan(np.asarray(Xj)).any():
+        if self.missing == "marginalize" and np.isnan(np.asarray(Xj)).any():
             return np.argmax(marginal.predict_proba_missing(Xj, self.params_), axis=1)
         return np.asarray(density.predict(Xj, self.params_))
 
@@ -534,21 +534,16 @@ class GaussianMixture:
                 "arguments before using this estimator."
             )
 
-    def _checked(self, X):
-        self._check_fitted()
-        return jnp.asarray(
-            check_data(
-                X,
-                n_features=self.n_features_in_,
-                fitted_by=type(self).__name__,
-                allow_nan=getattr(self, "missing", "error") == "marginalize",
-            )
-        )
-
     def _checked_missing(self, X):
-        """``(X, whether it has NaN)``: rows with NaN go through :mod:`bayesgmm.marginal`."""
-        Xj = self._checked(X)
-        return Xj, bool(jnp.isnan(Xj).any())
+        """``(X as a JAX array, whether it has NaN)``: rows with NaN go through
+        :mod:`bayesgmm.marginal`. NaN is looked for in the validated NumPy array, and only
+        when it is allowed (``missing='marginalize'``): no device work on the common path."""
+        self._check_fitted()
+        allow = getattr(self, "missing", "error") == "marginalize"
+        X = check_data(
+            X, n_features=self.n_features_in_, fitted_by=type(self).__name__, allow_nan=allow
+        )
+        return jnp.asarray(X), allow and bool(np.isnan(X).any())
 
     def score_samples(self, X):
         """Log density ``log p(x)`` of each row; shape (n_samples,). With
@@ -612,7 +607,7 @@ class GaussianMixture:
         >>> np.round(gm.impute([[2.0, np.nan]]), 1)  # E[x1 | x0 = 2] = 0.9 * 2
         array([[2. , 1.8]])
         """
-        Xj = self._checked_nan(X, "impute")
+        Xj = self._checked_nan(X)
         return marginal.conditional_mean(Xj, self.params_)
 
     def sample_missing(self, X, n_draws=1, random_state=None):
@@ -631,12 +626,12 @@ class GaussianMixture:
         -------
         ndarray of shape (n_draws, n_samples, n_features)
         """
-        Xj = self._checked_nan(X, "sample_missing")
+        Xj = self._checked_nan(X)
         n_draws = check_positive_int(n_draws, "n_draws")
         rs = self.random_state if random_state is None else random_state
         return marginal.sample_missing(as_key(rs), Xj, self.params_, n_draws)
 
-    def _checked_nan(self, X, what):
+    def _checked_nan(self, X):
         self._check_fitted()
         return np.asarray(
             check_data(

@@ -559,26 +559,23 @@ class Posterior:
         (``fit_posterior(missing='marginalize')``): rows with NaN are then accepted."""
         return self.settings.get("missing", "error")
 
-    def _checked(self, X):
+    def _checked_missing(self, X=None):
+        """``(X as a JAX array, whether it has NaN)``, ``X`` defaulting to the posterior's
+        data. NaN is looked for in NumPy and only when allowed (``missing='marginalize'``)."""
         allow = self.missing == "marginalize"
-        return jnp.asarray(
-            check_data(X, n_features=self.n_features, dtype=self.X.dtype, allow_nan=allow)
-        )
-
-    def _weighted_log_prob(self, X, draws):
-        """``log w_k + log N(x | k)`` (chain, draw, n, K): marginal densities of the observed
-        coordinates when ``X`` has NaN."""
-        if bool(jnp.isnan(X).any()):
-            return jnp.asarray(marginal.weighted_log_prob_missing(np.asarray(X), draws))
-        return density.component_log_prob(X, draws) + jnp.log(draws.weights)[..., None, :]
+        if X is None:
+            X = self.X
+        else:
+            X = check_data(X, n_features=self.n_features, dtype=self.X.dtype, allow_nan=allow)
+        return jnp.asarray(X), allow and bool(np.isnan(X).any())
 
     def predict_proba(self, X):
         """Posterior probability of each component for each row, averaged over the
         (relabeled) draws; shape (n_samples, n_components), rows summing to one."""
-        X = self._checked(X)
+        X, has_nan = self._checked_missing(X)
         d = self._aligned().draws
-        if bool(jnp.isnan(X).any()):
-            wlp = self._weighted_log_prob(X, d)
+        if has_nan:
+            wlp = jnp.asarray(marginal.weighted_log_prob_missing(np.asarray(X), d))
             resp = jnp.exp(wlp - logsumexp(wlp, axis=-1, keepdims=True))
             return np.asarray(jnp.mean(resp, axis=(0, 1)))
         return np.asarray(jnp.mean(density.predict_proba(X, d), axis=(0, 1)))
@@ -599,10 +596,11 @@ class Posterior:
 
         ``X`` defaults to the data the posterior conditions on.
         """
-        X = jnp.asarray(self.X) if X is None else self._checked(X)
-        if bool(jnp.isnan(X).any()):
+        X, has_nan = self._checked_missing(X)
+        if has_nan:
             # Rows with missing values: the marginal density of their observed coordinates.
-            return np.asarray(logsumexp(self._weighted_log_prob(X, self.draws), axis=-1))
+            wlp = marginal.weighted_log_prob_missing(np.asarray(X), self.draws)
+            return np.asarray(logsumexp(wlp, axis=-1))
         return np.asarray(density.log_prob(X, self.draws))
 
     def impute(self, X=None, *, n_draws: int | None = None, seed=0):
