@@ -116,6 +116,13 @@ class GaussianMixture:
         information: its density is 1, its responsibilities are the weights. The
         initialisation (and ``prior='default'``'s data moments) run on the column-mean-imputed
         data; EM itself never imputes. Data without NaN fit exactly as with ``'error'``.
+    devices : None, int or sequence of jax.Device, default None
+        The devices EM shards the rows over (:func:`bayesgmm.em.fit_em`): each computes the
+        statistics of its share and one ``psum`` adds them, so the fit equals the
+        one-device fit up to summation order. None uses every local device of the default
+        backend when there are several (host CPU devices come from
+        ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts) and
+        the problem is not small; 1 is one device. EM with missing values runs on one device.
 
     Attributes
     ----------
@@ -169,6 +176,7 @@ class GaussianMixture:
         verbose_interval=10,
         prior=None,
         missing="error",
+        devices=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -186,6 +194,7 @@ class GaussianMixture:
         self.verbose_interval = verbose_interval
         self.prior = prior
         self.missing = missing
+        self.devices = devices
 
     # --- scikit-learn estimator protocol --------------------------------------------------
     @classmethod
@@ -428,6 +437,7 @@ class GaussianMixture:
             lower_bound_init=lower_bound_init,
             resp_init=None if params_init is not None else resp_init,
             sample_weight=sample_weight,
+            devices=self.devices,
         )
         self._store(fit, prior, X.shape[1])
         if self.verbose:

@@ -17,7 +17,9 @@ saved as a zip archive (suggested suffix ``.bgmm``) with two members:
     ``params`` holds the constructor arguments that are plain values (``n_components``,
     ``covariance_type``, ``tol``, ``reg_covar``, ``max_iter``, ``n_init``, ``init_params``,
     ``random_state`` (an int or ``null``; other random states are not stored), ``warm_start``,
-    ``verbose``, ``verbose_interval``) and ``prior``: ``null``, ``"default"`` or ``"arrays"``
+    ``verbose``, ``verbose_interval``, ``missing``, ``devices`` (an int or ``null``: devices
+    belong to one process, so a sequence of them is stored as ``null``)) and ``prior``:
+    ``null``, ``"default"`` or ``"arrays"``
     (a :class:`~bayesgmm.Prior` object, stored as the ``prior_*`` arrays). ``fitted`` holds
     ``n_iter_``, ``converged_``, ``n_features_in_``, ``dtype``, ``has_prior`` and optionally
     ``feature_names_in_``.
@@ -228,6 +230,10 @@ def save_estimator(estimator, path, *, overwrite: bool = False) -> Path:
     params["warm_start"] = bool(params["warm_start"])
     rs = estimator.random_state
     params["random_state"] = int(rs) if isinstance(rs, int | np.integer) else None
+    dv = getattr(estimator, "devices", None)
+    params["devices"] = (
+        int(dv) if isinstance(dv, int | np.integer) and not isinstance(dv, bool) else None
+    )
     prior = estimator.prior
     if prior is None or (isinstance(prior, str) and prior == "default"):
         params["prior"] = prior

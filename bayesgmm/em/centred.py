@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from ..density import prepare, weighted_log_prob_t
 from ..params import GMMParams
 from .kernels import kernels_for
-from .reference import SufficientStats, _m_step_t, _objective
+from .reference import SufficientStats, _allsum, _m_step_t, _objective
 
 __all__ = ["e_step", "centred_step"]
 
@@ -69,7 +69,7 @@ def e_step(Xb, wb, params: GMMParams):
     return loglik, jnp.swapaxes(RbT, 1, 2)
 
 
-def centred_step(Xb, wb, prior, reg_covar, covariance_type):
+def centred_step(Xb, wb, prior, reg_covar, covariance_type, axis_name=None):
     """One EM iteration with the centred kernels (exact at any offset of the data).
 
     Parameters
@@ -81,6 +81,10 @@ def centred_step(Xb, wb, prior, reg_covar, covariance_type):
     prior : Prior or None
     reg_covar : array ()
     covariance_type : str
+    axis_name : str, optional
+        Inside ``shard_map``: the mesh axis the row blocks are split over. Every statistic
+        is then summed over its devices (``psum``) before the M-step, which every device
+        computes alike.
 
     Returns
     -------
@@ -90,14 +94,15 @@ def centred_step(Xb, wb, prior, reg_covar, covariance_type):
         expanded step of :func:`bayesgmm.em.expanded.expanded_step` has the same signature
         and refuses itself with ``ok`` false).
     """
-    n_samples = jnp.sum(wb)
+    n_samples = _allsum(jnp.sum(wb), axis_name)
     XbT = jnp.swapaxes(Xb, 1, 2)
     kern = kernels_for(covariance_type)
 
     def step(params):
         loglik, nk, sx, RbT = _e_pass(XbT, wb, params)
+        loglik, nk, sx = _allsum((loglik, nk, sx), axis_name)
         lb = _objective(loglik, params, prior, n_samples)
-        new = _m_step_t(XbT, RbT, SufficientStats(nk, sx), kern, reg_covar, prior)
+        new = _m_step_t(XbT, RbT, SufficientStats(nk, sx), kern, reg_covar, prior, axis_name)
         return lb, new, jnp.asarray(True)
 
     return step

@@ -8,8 +8,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
-from .._compile import SizedJit
+from .._compile import SizedJit, is_small
+from .._devices import ROWS, resolve_devices, row_mesh
 from .._validation import check_sample_weight
 from ..params import GMMParams
 from ..prior import Prior
@@ -79,7 +82,16 @@ def _result(st: _LoopState) -> EMResult:
 
 
 def _em_impl(
-    X, sample_weight, states: _LoopState, prior, tol, reg_covar, until, max_iter: int, mode: str
+    X,
+    sample_weight,
+    states: _LoopState,
+    prior,
+    tol,
+    reg_covar,
+    until,
+    max_iter: int,
+    mode: str,
+    mesh: Mesh | None = None,
 ):
     """EM iterations of every run of the batch ``states`` (leading axis: restarts), together.
 
@@ -91,30 +103,50 @@ def _em_impl(
     stopped runs, which stop again once they have reached ``until`` iterations and the
     expanded kernels' bound holds, so the fast kernels can take over). Returns the batched
     loop states.
+
+    ``mesh`` (a one-axis :func:`~bayesgmm._devices.row_mesh`, or None for one device): the
+    row blocks are split evenly over its devices inside ``shard_map``; each device runs the
+    passes on its share, every statistic is summed over devices (``psum``) before the M-step,
+    and the M-step, the loop's decisions and the returned states are the same on every
+    device. Only the summation order differs from one device.
     """
     n_components = states.params.means.shape[-2]
-    stop_when = None
-    if mode == "expanded":
-        Xb, wb = to_blocks(X, n_components, EXPANDED_BLOCK_ROWS, sample_weight)
-        step = expanded_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
-    else:
-        Xb, wb = to_blocks(X, n_components, weights=sample_weight)
-        step = centred_step(Xb, wb, prior, reg_covar, states.params.covariance_type)
-        if mode == "resume":
-            shift = _data_mean(jnp.swapaxes(Xb, 1, 2), wb)
+    covariance_type = states.params.covariance_type
+    n_shards = 1 if mesh is None else mesh.size
+    rows = EXPANDED_BLOCK_ROWS if mode == "expanded" else None
+    Xb, wb = to_blocks(X, n_components, rows, sample_weight, n_shards)
+    axis = None if mesh is None else ROWS
 
-            def stop_when(st, until):
-                return (st.n_iter >= until) & _maha_ok(st.params, shift)
+    def run(Xb, wb, replicated):
+        states, prior, tol, reg_covar, until = replicated
+        stop_when = None
+        if mode == "expanded":
+            step = expanded_step(Xb, wb, prior, reg_covar, covariance_type, axis)
+        else:
+            step = centred_step(Xb, wb, prior, reg_covar, covariance_type, axis)
+            if mode == "resume":
+                shift = _data_mean(jnp.swapaxes(Xb, 1, 2), wb, axis)
 
-    def one(st, until):
-        stop = None if stop_when is None else (lambda st: stop_when(st, until))
-        return _loop(step, st, tol, max_iter, stop)
+                def stop_when(st, until):
+                    return (st.n_iter >= until) & _maha_ok(st.params, shift)
 
-    return jax.vmap(one)(states, until)
+        def one(st, until):
+            stop = None if stop_when is None else (lambda st: stop_when(st, until))
+            return _loop(step, st, tol, max_iter, stop)
+
+        return jax.vmap(one)(states, until)
+
+    replicated = (states, prior, tol, reg_covar, until)
+    if mesh is None:
+        return run(Xb, wb, replicated)
+    sharded = jax.shard_map(
+        run, mesh=mesh, in_specs=(P(ROWS), P(ROWS), P()), out_specs=P(), check_vma=False
+    )
+    return sharded(Xb, wb, replicated)
 
 
 # One compiled program per mode; "resume" is compiled only when a fit needs it.
-_em_program = SizedJit(_em_impl, static_argnames=("max_iter", "mode"))
+_em_program = SizedJit(_em_impl, static_argnames=("max_iter", "mode", "mesh"))
 
 
 def _start_states(starts: GMMParams, lower_bound_init, max_iter: int) -> _LoopState:
@@ -168,6 +200,7 @@ def _run_program(args, static) -> _LoopState:
     """
     X, sw, states, prior, tol, reg_covar, until = args
     max_iter, mode = static["max_iter"], static["mode"]
+    resume, expand = {**static, "mode": "resume"}, {**static, "mode": "expanded"}
     program = _em_program.pick(*_problem_size(args), data=X)
     if max_iter == 0 and not isinstance(X, jax.core.Tracer):
         return states  # plotting.em_path and step-by-step warm starts ask for the start alone
@@ -177,20 +210,14 @@ def _run_program(args, static) -> _LoopState:
     if isinstance(X, jax.core.Tracer):
         # Inside another jit there is no host to decide: finish stopped runs centred.
         never = jnp.full(states.n_iter.shape, max_iter + 1, jnp.int32)
-        return program(
-            X, sw, states, prior, tol, reg_covar, never, max_iter=max_iter, mode="resume"
-        )
+        return program(X, sw, states, prior, tol, reg_covar, never, **resume)
     centred_iters = 1
     while _pending(states, max_iter):
         until = jnp.asarray(np.asarray(states.n_iter) + centred_iters, jnp.int32)
-        states = program(
-            X, sw, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="resume"
-        )
+        states = program(X, sw, states, prior, tol, reg_covar, until, **resume)
         if not _pending(states, max_iter):
             break
-        states = program(
-            X, sw, states, prior, tol, reg_covar, until, max_iter=max_iter, mode="expanded"
-        )
+        states = program(X, sw, states, prior, tol, reg_covar, until, **expand)
         centred_iters *= 2
     return states
 
@@ -213,6 +240,7 @@ def _prepare(
     lower_bound_init,
     resp_init=None,
     sample_weight=None,
+    devices=None,
     init_data=None,
 ):
     """``fit_em``'s arguments as the EM program's ``(args, static)``. ``init_data``
@@ -220,6 +248,8 @@ def _prepare(
     column-mean-imputed rows."""
     X = jnp.asarray(X)
     dtype = X.dtype
+    # Resolved first: a bad ``devices`` is refused before the initialisation runs.
+    mesh = em_mesh(devices, X.shape[0], int(n_components), X.shape[1])
     if sample_weight is not None:
         if not isinstance(sample_weight, jax.core.Tracer):
             sample_weight = check_sample_weight(
@@ -253,7 +283,11 @@ def _prepare(
     # Looked up on the module at every call, so that tests can force either kernel family by
     # patching ``bayesgmm.em.expanded.use_expanded``.
     fast = expanded.use_expanded(dtype, X.shape[0], int(n_components), X.shape[1])
-    static = {"max_iter": int(max_iter), "mode": "expanded" if fast else "centred"}
+    static = {
+        "max_iter": int(max_iter),
+        "mode": "expanded" if fast else "centred",
+        "mesh": mesh,
+    }
     states = _start_states(starts, lower_bound_init, int(max_iter))
     # ``until`` matters in "resume" mode only; passed always so every mode has one signature.
     until = np.zeros(int(n_init), np.int32)
@@ -279,6 +313,7 @@ def fit_em(
     lower_bound_init=-jnp.inf,
     resp_init=None,
     sample_weight=None,
+    devices=None,
 ) -> EMResult:
     """Fit a mixture by EM from ``n_init`` initialisations at once.
 
@@ -334,6 +369,19 @@ def fit_em(
     # locals() here holds exactly fit_em's parameters, which _prepare takes by name.
     args, static = _prepare(**locals())
     return _result(_run_program(args, static))
+
+
+def em_mesh(devices, n_samples: int, n_components: int, n_features: int):
+    """The mesh EM shards rows over (None: one device, the unsharded program).
+
+    ``devices=None`` shards over every local device when there are several, except on small
+    problems (:func:`~bayesgmm._compile.is_small`), where a fit costs milliseconds and a
+    sharded program would only add compile time and collectives; an explicit ``devices``
+    (see :func:`~bayesgmm._devices.resolve_devices`) is always honoured.
+    """
+    if devices is None and is_small(n_samples, n_components, n_features):
+        return None
+    return row_mesh(resolve_devices(devices))
 
 
 def _problem_size(args):

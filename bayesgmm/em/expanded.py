@@ -17,7 +17,14 @@ from ..density import log_offset
 from ..params import GMMParams
 from .centred import _normalise
 from .kernels import kernels_for
-from .reference import SufficientStats, _all_finite, _objective, _params_from, _regularised_count
+from .reference import (
+    SufficientStats,
+    _all_finite,
+    _allsum,
+    _objective,
+    _params_from,
+    _regularised_count,
+)
 
 __all__ = [
     "prepare_expanded",
@@ -89,14 +96,16 @@ def _n_expanded(kern, n_features: int) -> int:
     ).shape[0]
 
 
-def _data_mean(XbT, wb):
-    """The mean of the real rows of blocks stored transposed: the expansion's shift, (d,)."""
-    return jnp.einsum("bdn,bn->d", XbT, wb) / jnp.sum(wb)
+def _data_mean(XbT, wb, axis_name=None):
+    """The mean of the real rows of blocks stored transposed (over the devices of
+    ``axis_name``): the expansion's shift, (d,)."""
+    total, count = _allsum((jnp.einsum("bdn,bn->d", XbT, wb), jnp.sum(wb)), axis_name)
+    return total / count
 
 
-def _data_summary(XbT, wb, kern):
+def _data_summary(XbT, wb, kern, axis_name=None):
     """The shift (the data mean, (d,)) and, for types that need it, ``sum u u^T`` (d, d)."""
-    shift = _data_mean(XbT, wb)
+    shift = _data_mean(XbT, wb, axis_name)
     if not kern.needs_data_scatter:
         return shift, None
 
@@ -106,7 +115,7 @@ def _data_summary(XbT, wb, kern):
         return acc + (ut * w) @ ut.T, None
 
     d = XbT.shape[1]
-    return shift, jax.lax.scan(body, jnp.zeros((d, d), XbT.dtype), (XbT, wb))[0]
+    return shift, _allsum(jax.lax.scan(body, jnp.zeros((d, d), XbT.dtype), (XbT, wb))[0], axis_name)
 
 
 def _expanded_pass(XbT, wb, params: GMMParams, shift):
@@ -142,24 +151,26 @@ def _maha_ok(params: GMMParams, shift):
     )
 
 
-def expanded_step(Xb, wb, prior, reg_covar, covariance_type):
+def expanded_step(Xb, wb, prior, reg_covar, covariance_type, axis_name=None):
     """One EM iteration with the expanded kernels, and whether its error bounds hold.
 
     The signature of :func:`bayesgmm.em.centred.centred_step`: ``step(params) -> (objective,
     new_params, ok)``, where ``ok`` is false when the distance bound
     (:data:`MAHA_ERROR_LIMIT`) or the moment bound (:data:`SCATTER_ERROR_LIMIT`) fails or a
     value is not finite; the caller then discards the step and redoes it centred.
+    ``axis_name`` as there: the statistics are summed over the mesh axis's devices.
     """
-    n_samples = jnp.sum(wb)
+    n_samples = _allsum(jnp.sum(wb), axis_name)
     XbT = jnp.swapaxes(Xb, 1, 2)
     kern = kernels_for(covariance_type)
-    shift, data_scatter = _data_summary(XbT, wb, kern)
+    shift, data_scatter = _data_summary(XbT, wb, kern, axis_name)
     d = Xb.shape[-1]
     n_exp = _n_expanded(kern, d)
     eps = jnp.finfo(Xb.dtype).eps
 
     def step(params):
         loglik, nk, moments, far = _expanded_pass(XbT, wb, params, shift)
+        loglik, nk, moments = _allsum((loglik, nk, moments), axis_name)
         s1 = moments[:, :d]
         count = _regularised_count(nk)
         sx = s1 + nk[:, None] * shift

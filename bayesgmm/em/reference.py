@@ -83,12 +83,13 @@ class SufficientStats(NamedTuple):
     sx: jax.Array
 
 
-def to_blocks(X, n_components: int, rows: int | None = None, weights=None):
+def to_blocks(X, n_components: int, rows: int | None = None, weights=None, n_shards: int = 1):
     """Pad ``X`` (n, d) to whole blocks: returns ``(Xb (n_blocks, B, d), wb (n_blocks, B))``
     where ``wb`` is the row's weight (``weights`` (n,), the sample weights, or 1) for real
     rows and 0 for padding. ``rows`` (default: the density's
     :func:`~bayesgmm.density.block_rows`) caps ``B``; blocks are then evened out so that the
-    padding is less than one block.
+    padding is less than one block. ``n_blocks`` is a multiple of ``n_shards`` (the devices
+    sharded EM splits the blocks over), with the padding then less than one row per block.
 
     Every pass multiplies each row's responsibilities and log density by its ``wb``, so a
     sample weight enters EM exactly as a padding row's zero does: an integer weight is that
@@ -99,6 +100,11 @@ def to_blocks(X, n_components: int, rows: int | None = None, weights=None):
     n_blocks = -(-n // block)
     block = -(-n // n_blocks)
     n_blocks = -(-n // block)
+    if n_shards > 1:
+        # Every device gets the same number of blocks; evening the blocks out again keeps the
+        # padding below one row per block.
+        n_blocks = -(-n_blocks // n_shards) * n_shards
+        block = -(-n // n_blocks)
     pad = n_blocks * block - n
     w = jnp.ones((n,), X.dtype) if weights is None else jnp.asarray(weights, X.dtype)
     if pad:
@@ -114,8 +120,15 @@ def sufficient_stats(Xb, rb) -> SufficientStats:
     return SufficientStats(nk, sx)
 
 
-def _scatter(XbT, RbT, centres, shift, kern):
-    """Scatter around ``centres``, accumulated over blocks stored transposed."""
+def _allsum(tree, axis_name):
+    """``tree`` summed over the devices of the mesh axis ``axis_name`` (sharded EM, inside
+    ``shard_map``: every device holds a share of the row blocks); unchanged when None."""
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _scatter(XbT, RbT, centres, shift, kern, axis_name=None):
+    """Scatter around ``centres``, accumulated over blocks stored transposed (and over the
+    devices of ``axis_name``)."""
 
     def body(acc, blk):
         part = kern.scatter_t(blk[0], blk[1], centres, shift)
@@ -124,14 +137,18 @@ def _scatter(XbT, RbT, centres, shift, kern):
     zero = jax.tree_util.tree_map(
         jnp.zeros_like, jax.eval_shape(kern.scatter_t, XbT[0], RbT[0], centres, shift)
     )
-    return kern.scatter_finalize(jax.lax.scan(body, zero, (XbT, RbT))[0], centres, shift)
+    summed = _allsum(jax.lax.scan(body, zero, (XbT, RbT))[0], axis_name)
+    return kern.scatter_finalize(summed, centres, shift)
 
 
-def _m_step_t(XbT, RbT, stats: SufficientStats, kern, reg_covar, prior: Prior | None):
+def _m_step_t(
+    XbT, RbT, stats: SufficientStats, kern, reg_covar, prior: Prior | None, axis_name=None
+):
+    """The M-step from (device-summed) ``stats`` and this device's blocks."""
     means_ml = stats.sx / _regularised_count(stats.nk)[:, None]
     # The scatter is centred at the new means; the data mean is the shift of its other factor.
     shift = jnp.sum(stats.sx, axis=0) / jnp.sum(stats.nk)
-    scatter = _scatter(XbT, RbT, means_ml, shift, kern)
+    scatter = _scatter(XbT, RbT, means_ml, shift, kern, axis_name)
     return _params_from(stats, scatter, kern, reg_covar, prior)
 
 
