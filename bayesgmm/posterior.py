@@ -35,7 +35,13 @@ from .model import SITE_NAMES
 from .params import GMMParams
 from .prior import Prior
 from .relabel import _flatten_batch, permute_draws, relabel_draws
-from .sampler import nuts_settings, resolve_chain_method, run_nuts, sample_stats
+from .sampler import (
+    nuts_settings,
+    resolve_chain_method,
+    resolve_likelihood_mesh,
+    run_nuts,
+    sample_stats,
+)
 
 __all__ = ["fit_posterior", "Posterior", "DivergenceWarning", "relabel_draws", "permute_draws"]
 
@@ -60,7 +66,9 @@ def _resolve_prior(prior, X, n_components, covariance_type, sample_weight=None):
     return prior
 
 
-def _map_start(X, n_components, covariance_type, prior, key, sample_weight=None) -> BestFit:
+def _map_start(
+    X, n_components, covariance_type, prior, key, sample_weight=None, devices=None
+) -> BestFit:
     """MAP-EM fit used as the chains' starting point (and as the default relabeling pivot):
     the best of 4 EM runs under ``prior``, straight from the EM layer."""
     alpha = np.asarray(prior.weight_concentration)
@@ -82,6 +90,7 @@ def _map_start(X, n_components, covariance_type, prior, key, sample_weight=None)
         n_components,
         covariance_type,
         stacklevel=5,  # fit_best -> _map_start -> _resolve_init -> fit_posterior -> the user
+        devices=devices,
         prior=map_prior.astype(X.dtype),
         reg_covar=0.0,  # the prior regularises; 0 keeps the exact posterior mode
         tol=1e-8,
@@ -120,6 +129,7 @@ def fit_posterior(
     jitter: float = 1.0,
     sample_weight=None,
     missing: str = "error",
+    devices=None,
 ) -> Posterior:
     """Sample the posterior of a Gaussian mixture with NUTS, started at the MAP-EM solution.
 
@@ -164,6 +174,13 @@ def fit_posterior(
         density MAP-EM's missing-data E-step uses, so the MAP-EM start is still the
         posterior's mode). :meth:`Posterior.impute` then gives multiple imputations that
         carry the parameters' uncertainty.
+    devices : None, int or sequence of jax.Device
+        The devices every chain's likelihood is sharded over by rows (each computes the log
+        densities and gradients of its rows; the sums are all-reduced), so a large data set
+        uses every core or accelerator even with one chain. The same seed gives the
+        one-device chains up to summation order. None: every local device when the chains
+        are not 'parallel' and the problem is not small; 1: one device. The MAP-EM start
+        shards the same way (:class:`~bayesgmm.GaussianMixture`'s ``devices``).
 
     Returns
     -------
@@ -219,6 +236,7 @@ def fit_posterior(
         progress_bar,
     )
     chain_method = resolve_chain_method(chain_method, num_chains)
+    mesh = resolve_likelihood_mesh(devices, chain_method, X.shape[0], n_components, X.shape[1])
     has_nan = bool(np.isnan(X).any())
     # The default prior's data moments from the column-mean-imputed data (as the estimator).
     complete = mean_imputed(X, sample_weight) if has_nan else X
@@ -228,7 +246,7 @@ def fit_posterior(
     key = as_key(seed)
     key_em, key_jitter, key_nuts = jax.random.split(key, 3)
     map_estimator, map_diagnostics, start = _resolve_init(
-        init, X, n_components, covariance_type, prior, key_em, num_chains, sample_weight
+        init, X, n_components, covariance_type, prior, key_em, num_chains, sample_weight, devices
     )
     # With one start per chain, the first is the relabeling pivot.
     map_params = start if not start.batch_shape else jax.tree_util.tree_map(lambda a: a[0], start)
@@ -249,6 +267,7 @@ def fit_posterior(
         jitter=jitter,
         sample_weight=sample_weight,
         missing=pattern_arrays,
+        mesh=mesh,
     )
     draws = GMMParams.tree_unflatten(
         get_covariance_type(covariance_type).name,
@@ -294,7 +313,15 @@ def _feature_names(X):
 
 
 def _resolve_init(
-    init, X, n_components, covariance_type, prior, key, num_chains=1, sample_weight=None
+    init,
+    X,
+    n_components,
+    covariance_type,
+    prior,
+    key,
+    num_chains=1,
+    sample_weight=None,
+    devices=None,
 ):
     """The chains' start: ``(estimator or None, map diagnostics, params)``."""
     if isinstance(init, str):
@@ -305,7 +332,9 @@ def _resolve_init(
         # The same key GaussianMixture(random_state=seed) used when the start was fitted
         # through the estimator, so the draws for a given seed are unchanged.
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        fit = _map_start(X, n_components, covariance_type, prior, as_key(seed), sample_weight)
+        fit = _map_start(
+            X, n_components, covariance_type, prior, as_key(seed), sample_weight, devices
+        )
         return None, _fit_diagnostics(fit), fit.params
     if _is_estimator(init):
         if not hasattr(init, "params_"):

@@ -25,7 +25,8 @@ import numpy as np
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
-from ._compile import LOW_OPT
+from ._compile import LOW_OPT, is_small
+from ._devices import ROWS, resolve_devices, row_mesh
 from ._validation import check_positive_int
 from .model import SITE_NAMES, gmm_model
 from .params import GMMParams
@@ -36,6 +37,7 @@ __all__ = [
     "NUTSSettings",
     "nuts_settings",
     "resolve_chain_method",
+    "resolve_likelihood_mesh",
     "run_nuts",
     "sample_stats",
 ]
@@ -357,6 +359,72 @@ def resolve_chain_method(chain_method: str | None, num_chains: int) -> str:
     return chain_method
 
 
+def resolve_likelihood_mesh(
+    devices, chain_method: str, n_samples: int, n_components: int, n_features: int
+):
+    """The mesh the likelihood's rows are sharded over in a NUTS run (None: one device).
+
+    ``devices=None``: every local device when chains do not already spread over them
+    (``chain_method`` is not 'parallel') and the problem is not small (:func:`is_small`);
+    otherwise an explicit ``devices`` (:func:`~bayesgmm._devices.resolve_devices`), which
+    cannot be combined with 'parallel' chains (those place whole chains on devices).
+    """
+    if devices is None:
+        if chain_method == "parallel" or is_small(n_samples, n_components, n_features):
+            return None
+        return row_mesh(resolve_devices(None))
+    mesh = row_mesh(resolve_devices(devices))
+    if mesh is not None and chain_method == "parallel":
+        raise ValueError(
+            "devices shards every chain's likelihood over several devices; chain_method "
+            "'parallel' places whole chains on devices instead: pass chain_method='sequential'"
+            " or 'vectorized' with devices, or devices=1"
+        )
+    return mesh
+
+
+def _shard_rows(data, mesh):
+    """``(X, w, missing)`` padded to a whole number of rows per device and placed row-sharded
+    on ``mesh``: jit then partitions the likelihood over the devices (each computes its rows'
+    log densities and their gradient; XLA adds one all-reduce for the sums).
+
+    Padding rows get weight 0 (masked out of the likelihood, see ``gmm_model``); without
+    weights every real row gets weight 1, which multiplies its log density exactly."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    X, w, missing = data
+    n = X.shape[0]
+    pad = -n % mesh.size
+    if w is None:
+        w = jnp.ones((n,), X.dtype)
+
+    def padded(a, value):
+        if not pad:
+            return a
+        fill = jnp.full((pad,) + a.shape[1:], value, a.dtype)
+        return jnp.concatenate([a, fill])
+
+    X, w = padded(X, 0), padded(w, 0)
+    if missing is not None:
+        observed, index, patterns = missing
+        # Padding rows are complete rows of zeros: finite under the mask, so no NaN reaches
+        # the gradient. Pattern 0 is not necessarily complete, so the padding gets its own.
+        complete = jnp.ones((1, patterns.shape[1]), patterns.dtype)
+        patterns = jnp.concatenate([patterns, complete])
+        missing = (padded(observed, True), padded(index, patterns.shape[0] - 1), patterns)
+    rows = NamedSharding(mesh, P(ROWS))
+    X, w = jax.device_put(X, rows), jax.device_put(w, rows)
+    if missing is not None:
+        replicated = NamedSharding(mesh, P())
+        missing = (
+            jax.device_put(missing[0], rows),
+            jax.device_put(missing[1], rows),
+            jax.device_put(missing[2], replicated),
+        )
+    return X, w, missing
+
+
 def run_nuts(
     key,
     X,
@@ -370,6 +438,7 @@ def run_nuts(
     jitter: float,
     sample_weight=None,
     missing=None,
+    mesh=None,
 ) -> _Draws:
     """Jitter ``start`` and run every chain; the draws and statistics of every kept step.
 
@@ -393,6 +462,10 @@ def run_nuts(
         Row multiplicities of the likelihood (:func:`bayesgmm.model.gmm_model`).
     missing : tuple, optional
         ``(observed, index, patterns)`` when ``X`` has missing values (set to 0 in ``X``).
+    mesh : jax.sharding.Mesh, optional
+        Shard the likelihood's rows over this mesh's devices
+        (:func:`resolve_likelihood_mesh`); the jitter and the draws are computed as on one
+        device, so the same key gives the same chains up to the summation order.
 
     Returns
     -------
@@ -414,6 +487,8 @@ def run_nuts(
     init_z = _jittered_init(
         key_jitter, data, start.astype(f64), prior64, settings, num_chains, jitter
     )
+    if mesh is not None:
+        data = _shard_rows(data, mesh)
     keys = jax.random.split(key_nuts, num_chains)
     return _run_with_progress(keys, data, prior64, init_z, settings, chain_method, progress_bar)
 
