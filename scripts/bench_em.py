@@ -6,6 +6,7 @@ Both start from the same weights, means and precisions and run a fixed number of
     nice -n 0 python scripts/bench_em.py                      # every size and type
     python scripts/bench_em.py --sizes small --types full,diag
     python scripts/bench_em.py --sizes large --sk-iter-large 5 --float32 --split
+    python scripts/bench_em.py --devices 2 --float32   # also rows sharded over 2 devices
 
 Reported per (size, type):
 
@@ -22,6 +23,10 @@ Reported per (size, type):
 - ``lb diff``: largest relative difference between our per-iteration objective and
   scikit-learn's ``lower_bounds_`` over the iterations both ran (same start: rounding only).
 - ``f32 s/it`` (``--float32``): ours on the same data in float32.
+- ``--devices N``: ours with the rows sharded over N devices (``fit_em(devices=N)``; on a CPU
+  the script asks XLA for N host devices before JAX starts): ``N-dev s/it``, its speed-up
+  over one device (``vs 1-dev``) and its ratio to scikit-learn (``sk/N-dev``), and with
+  ``--float32`` the float32 figure on N devices. ``ours s/it`` stays the one-device time.
 
 Afterwards a second ``GaussianMixture.fit`` with the same shapes and settings is run under a
 JAX compilation listener, and the number of XLA compilations it triggered is printed (want 0).
@@ -40,15 +45,32 @@ import sys
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 
-import bayesgmm  # noqa: F401  (enables x64)
-from bayesgmm import GaussianMixture, em
-from bayesgmm.covariance import get_covariance_type
-from bayesgmm.em import fit_em, to_blocks
-from bayesgmm.params import GMMParams
+def _requested_devices(argv) -> int:
+    """``--devices N`` read before JAX starts: host CPU devices must be requested then."""
+    for i, a in enumerate(argv):
+        if a == "--devices" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--devices="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+if _requested_devices(sys.argv) > 1:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={_requested_devices(sys.argv)}"
+    )
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bayesgmm  # noqa: F401, E402  (enables x64)
+from bayesgmm import GaussianMixture, em  # noqa: E402
+from bayesgmm.covariance import get_covariance_type  # noqa: E402
+from bayesgmm.em import fit_em, to_blocks  # noqa: E402
+from bayesgmm.params import GMMParams  # noqa: E402
 
 SIZES = {
     "small": (10_000, 2, 5),
@@ -147,7 +169,7 @@ def time_sklearn(X, k, covariance_type, w0, m0, p0, n_iter, repeats, blas_thread
     return statistics.median(per_iter), gm
 
 
-def time_ours(X, k, covariance_type, w0, m0, cov0, max_iter, repeats):
+def time_ours(X, k, covariance_type, w0, m0, cov0, max_iter, repeats, devices=1):
     X = jnp.asarray(X)
     dtype = X.dtype
     w0, m0, cov0 = (jnp.asarray(a, dtype) for a in (w0, m0, cov0))
@@ -161,6 +183,7 @@ def time_ours(X, k, covariance_type, w0, m0, cov0, max_iter, repeats):
         weights_init=w0,
         means_init=m0,
         covariances_init=cov0,
+        devices=devices,
     )
 
     def run():
@@ -321,7 +344,17 @@ def main(argv=None):
         help="add a column: ours with FRAC of the values missing at random (EM on the observed "
         "values, missing='marginalize'), seconds per iteration",
     )
+    ap.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="add columns: ours with the rows sharded over N devices (host CPU devices are "
+        "requested from XLA before JAX starts)",
+    )
     args = ap.parse_args(argv)
+    if args.devices > jax.local_device_count():
+        raise SystemExit(f"--devices {args.devices}: only {jax.local_device_count()} devices")
 
     sizes = parse_list(args.sizes, SIZES, "sizes")
     types = parse_list(args.types, TYPES, "types")
@@ -348,6 +381,11 @@ def main(argv=None):
         header += f"{'E s':>9}{'M s':>9}"
     if args.missing:
         header += f"{'missing s/it':>13}{'vs complete':>12}{'patterns':>9}"
+    nd = args.devices
+    if nd > 1:
+        header += f"{f'{nd}-dev s/it':>12}{'vs 1-dev':>9}{f'sk/{nd}-dev':>9}"
+        if args.float32:
+            header += f"{f'f32 {nd}-dev':>11}"
     header += f"{'2nd-fit compiles':>18}"
     print(header)
     rows = []
@@ -382,6 +420,19 @@ def main(argv=None):
                 )
                 line += f"{f32:>10.4g}"
                 row["f32"] = f32
+            if nd > 1:
+                multi, _, _ = time_ours(
+                    X, k, ct, w0, m0, cov0, args.max_iter, args.repeats, devices=nd
+                )
+                line += f"{multi:>12.4g}{ours / multi:>8.2f}x{sk / multi:>8.1f}x"
+                row.update(multi=multi)
+                if args.float32:
+                    f32m, _, _ = time_ours(
+                        X.astype(np.float32), k, ct, w0, m0, cov0, args.max_iter, args.repeats,
+                        devices=nd,
+                    )  # fmt: skip
+                    line += f"{f32m:>11.4g}"
+                    row.update(f32_multi=f32m)
             if args.split:
                 es, ms = time_split(X, k, ct, w0, m0, cov0, args.repeats)
                 line += f"{es:>9.4f}{ms:>9.4f}"
@@ -405,6 +456,10 @@ def main(argv=None):
         )
         if args.float32:
             cols += " ours float32 s/iter |"
+        if nd > 1:
+            cols += f" ours {nd} devices s/iter | vs 1 device | sklearn / {nd} devices |"
+            if args.float32:
+                cols += f" float32 {nd} devices s/iter |"
         print()
         print(cols)
         print("|" + "---|" * (cols.count("|") - 1))
@@ -417,6 +472,13 @@ def main(argv=None):
             )
             if args.float32:
                 line += f" {r['f32']:.4g} |"
+            if nd > 1:
+                line += (
+                    f" {r['multi']:.4g} | {r['ours'] / r['multi']:.2f}x | "
+                    f"{r['sk'] / r['multi']:.1f}x |"
+                )
+                if args.float32:
+                    line += f" {r['f32_multi']:.4g} |"
             print(line)
 
 
