@@ -43,6 +43,25 @@ def _start_state(params0, lb_init, max_iter: int, dtype) -> _LoopState:
     )
 
 
+def _advance(st: _LoopState, lb, new: GMMParams, ok, tol) -> _LoopState:
+    """The loop state after one step that returned ``(lb, new, ok)``: the one bookkeeping of
+    an EM iteration (the in-memory loop and the out-of-core one both use it). A step with
+    ``ok`` false is discarded and sets ``stopped``; a non-finite objective or parameter sets
+    ``failed`` and keeps the previous parameters."""
+    failed = ok & ~(jnp.isfinite(lb) & _all_finite(new))
+    take = ok & ~failed
+    params = jax.tree_util.tree_map(lambda a, b: jnp.where(take, b, a), st.params, new)
+    return _LoopState(
+        params,
+        jnp.where(ok, lb, st.lower_bound),
+        jnp.where(ok, st.lower_bounds.at[st.n_iter].set(lb), st.lower_bounds),
+        st.n_iter + ok.astype(jnp.int32),
+        take & (jnp.abs(lb - st.lower_bound) < tol),
+        failed,
+        ~ok,
+    )
+
+
 def _loop(step, state: _LoopState, tol, max_iter: int, stop_when=None) -> _LoopState:
     """EM iterations from ``state`` until convergence, failure, ``max_iter`` or a refused step.
 
@@ -57,19 +76,7 @@ def _loop(step, state: _LoopState, tol, max_iter: int, stop_when=None) -> _LoopS
         return (st.n_iter < max_iter) & ~st.converged & ~st.failed & ~st.stopped
 
     def body(st):
-        lb, new, ok = step(st.params)
-        failed = ok & ~(jnp.isfinite(lb) & _all_finite(new))
-        take = ok & ~failed
-        params = jax.tree_util.tree_map(lambda a, b: jnp.where(take, b, a), st.params, new)
-        st = _LoopState(
-            params,
-            jnp.where(ok, lb, st.lower_bound),
-            jnp.where(ok, st.lower_bounds.at[st.n_iter].set(lb), st.lower_bounds),
-            st.n_iter + ok.astype(jnp.int32),
-            take & (jnp.abs(lb - st.lower_bound) < tol),
-            failed,
-            ~ok,
-        )
+        st = _advance(st, *step(st.params), tol)
         if stop_when is not None:
             st = st._replace(stopped=st.stopped | stop_when(st))
         return st

@@ -95,6 +95,35 @@ class EMKernels:
         missing values accumulates: completed rows plus conditional covariances)."""
         raise NotImplementedError
 
+    def recentre(self, scatter, b, delta, nk, floor=0.0):
+        """This type's scatter moved from centres ``c`` to ``c + delta``, and the rounding ratio.
+
+        ``scatter`` is the scatter around ``c`` (K, d) (this type's form), ``b = sum r (x - c)``
+        (K, d) summed from centred terms, ``nk`` (K,). Exactly ``sum r (x - c - delta)(...)^T =
+        S - b delta^T - delta b^T + nk delta delta^T`` per component, reduced to the type's form.
+        Returns ``(scatter, ratio)``, ``ratio`` the largest diagonal entry of the scatter
+        around ``c`` over the one around ``c + delta`` (plus ``floor``, the count times
+        ``reg_covar`` that the covariance adds, (K,), or () for a shared covariance): the
+        factor by which the correction's cancellation amplifies rounding (out-of-core EM
+        refuses the one-pass update when ``4 eps ratio`` is not small).
+        """
+        outer = b[:, :, None] * delta[:, None, :]
+        full = (
+            outer
+            + jnp.swapaxes(outer, 1, 2)
+            - nk[:, None, None] * (delta[:, :, None] * delta[:, None, :])
+        )
+        new = scatter - self.scatter_from_full(full)
+        diagonal = self.scatter_diagonal(new)
+        floor = jnp.asarray(floor)
+        floor = floor.reshape(floor.shape + (1,) * (diagonal.ndim - floor.ndim))
+        ratio = self.scatter_diagonal(scatter) / (diagonal + floor)
+        return new, jnp.max(ratio)
+
+    def scatter_diagonal(self, scatter):
+        """The variances in a scatter of this type's form (its diagonal entries)."""
+        return scatter
+
     def ml_covariance(self, nk, means, scatter, reg_covar):
         """Maximum-likelihood covariances from statistics, plus ``reg_covar`` on diagonals."""
         raise NotImplementedError
@@ -165,6 +194,9 @@ def _linear_maha_t(UT, terms):
 class _Full(EMKernels):
     name = "full"
 
+    def scatter_diagonal(self, scatter):
+        return jnp.diagonal(scatter, axis1=-2, axis2=-1)
+
     def scatter_t(self, XT, RT, centres, shift):
         # One (K d, rows) @ (rows, d) product instead of K small Gram matrices.
         z = _weighted_centred(XT, RT, centres)
@@ -217,6 +249,9 @@ class _Full(EMKernels):
 
 class _Tied(EMKernels):
     name = "tied"
+
+    def scatter_diagonal(self, scatter):
+        return jnp.diagonal(scatter, axis1=-2, axis2=-1)
 
     def scatter_t(self, XT, RT, centres, shift):
         # sum_k r_kn (x_n - c_k) first, then a single (d, rows) @ (rows, d) product.

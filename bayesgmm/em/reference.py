@@ -126,9 +126,9 @@ def _allsum(tree, axis_name):
     return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
 
-def _scatter(XbT, RbT, centres, shift, kern, axis_name=None):
-    """Scatter around ``centres``, accumulated over blocks stored transposed (and over the
-    devices of ``axis_name``)."""
+def _scatter_sums(XbT, RbT, centres, shift, kern):
+    """``kern.scatter_t``'s additive statistics summed over blocks stored transposed (sum them
+    over chunks or devices, then ``kern.scatter_finalize``)."""
 
     def body(acc, blk):
         part = kern.scatter_t(blk[0], blk[1], centres, shift)
@@ -137,7 +137,13 @@ def _scatter(XbT, RbT, centres, shift, kern, axis_name=None):
     zero = jax.tree_util.tree_map(
         jnp.zeros_like, jax.eval_shape(kern.scatter_t, XbT[0], RbT[0], centres, shift)
     )
-    summed = _allsum(jax.lax.scan(body, zero, (XbT, RbT))[0], axis_name)
+    return jax.lax.scan(body, zero, (XbT, RbT))[0]
+
+
+def _scatter(XbT, RbT, centres, shift, kern, axis_name=None):
+    """Scatter around ``centres``, accumulated over blocks stored transposed (and over the
+    devices of ``axis_name``)."""
+    summed = _allsum(_scatter_sums(XbT, RbT, centres, shift, kern), axis_name)
     return kern.scatter_finalize(summed, centres, shift)
 
 
