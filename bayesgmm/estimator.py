@@ -17,6 +17,7 @@ import numpy as np
 from . import density, marginal
 from ._exceptions import ConvergenceWarning, NotFittedError, sklearn_compatible
 from ._random import as_key
+from ._sources import RowSource, as_source, is_out_of_core
 from ._validation import (
     check_covariance_type,
     check_data,
@@ -29,10 +30,12 @@ from .covariance import get_covariance_type
 from .em import (  # noqa: F401
     FIT_FAILED_MESSAGE,
     INIT_METHODS,
+    INIT_ROWS,
     BestFit,
     fit_best,
     fit_summary,
     mean_imputed,
+    sample_rows,
 )
 from .params import GMMParams
 from .prior import Prior
@@ -327,11 +330,11 @@ class GaussianMixture:
         if self.missing not in ("error", "marginalize"):
             raise ValueError(f"missing must be 'error' or 'marginalize'; got {self.missing!r}")
 
-    def _resolve_prior(self, X, sample_weight=None):
+    def _resolve_prior(self, X, sample_weight=None, n_features=None):
         prior = self.prior
         if prior is None:
             return None
-        k, d = self.n_components, X.shape[1]
+        k, d = self.n_components, (X.shape[1] if n_features is None else n_features)
         if isinstance(prior, str):
             if prior != "default":
                 raise ValueError(f"prior must be None, 'default' or a Prior; got {prior!r}")
@@ -380,6 +383,8 @@ class GaussianMixture:
         """Fit (``sample_weight`` as in :meth:`fit`), then return the most probable component
         of each row of ``X``; shape (n_samples,)."""
         Xj = self._fit(X, sample_weight=sample_weight)
+        if isinstance(Xj, RowSource):
+            return self.predict(Xj.data)
         # Always a final E-step, so that fit_predict(X) equals fit(X).predict(X) whatever
         # max_iter and tol were (the last M-step moved the parameters after the last E-step).
         if self.missing == "marginalize" and np.isnan(np.asarray(Xj)).any():
@@ -393,16 +398,31 @@ class GaussianMixture:
         ``resp_init`` (n_samples, n_components), for :func:`bayesgmm.select`: start from the
         M-step of these responsibilities instead of ``init_params``."""
         self._check_missing()
-        X = check_data(X, min_samples=2, allow_nan=self.missing == "marginalize")
+        if is_out_of_core(X):
+            # Read in chunks by EM (bayesgmm.em.stream); never made one array here.
+            X = as_source(X)
+            if X.shape[0] < 2:
+                raise ValueError(f"X has {X.shape[0]} sample(s); at least 2 required")
+        else:
+            X = check_data(X, min_samples=2, allow_nan=self.missing == "marginalize")
         weights, means, covs = self._check_parameters(X)
         sample_weight = check_sample_weight(
             sample_weight, X.shape[0], X.dtype, min_positive=int(self.n_components)
         )
-        # With missing values, the warning's scale and the default prior's data moments come
-        # from the column-mean-imputed data (EM itself uses the observed values only).
-        complete = mean_imputed(X, sample_weight) if np.isnan(X).any() else X
-        warn_if_reg_covar_dominates(complete, float(self.reg_covar))
-        prior = self._resolve_prior(complete, sample_weight)
+        if isinstance(X, RowSource):
+            # The default prior's data moments come from the rows the initialisation reads
+            # (a uniform subset of stream.INIT_ROWS rows; every row when there are fewer).
+            complete, sample_weight_prior = None, None
+            if isinstance(self.prior, str):
+                complete, w_sub, _ = sample_rows(X, INIT_ROWS, 0, sample_weight)
+                sample_weight_prior = w_sub
+        else:
+            # With missing values, the warning's scale and the default prior's data moments
+            # come from the column-mean-imputed data (EM itself uses the observed values only).
+            complete = mean_imputed(X, sample_weight) if np.isnan(X).any() else X
+            warn_if_reg_covar_dominates(complete, float(self.reg_covar))
+            sample_weight_prior = sample_weight
+        prior = self._resolve_prior(complete, sample_weight_prior, X.shape[1])
         k = int(self.n_components)
         params_init = None
         lower_bound_init = -np.inf
@@ -417,7 +437,7 @@ class GaussianMixture:
             # As scikit-learn: the first iteration's change is measured from the previous fit.
             lower_bound_init = self.lower_bound_
             n_init = 1
-        Xj = jnp.asarray(X)
+        Xj = X if isinstance(X, RowSource) else jnp.asarray(X)
         fit = fit_best(
             as_key(self.random_state),
             X,
@@ -555,10 +575,28 @@ class GaussianMixture:
         )
         return jnp.asarray(X), allow and bool(np.isnan(X).any())
 
+    def _source(self, X):
+        """``X`` as a :class:`~bayesgmm._sources.RowSource` when it is read in chunks (a Dask
+        array, a memmap, an h5py/zarr dataset), checked against the fitted features; else
+        None."""
+        if not is_out_of_core(X):
+            return None
+        self._check_fitted()
+        source = as_source(X)
+        if source.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {source.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input (the number of columns it was "
+                "fitted with)"
+            )
+        return source
+
     def score_samples(self, X):
         """Log density ``log p(x)`` of each row; shape (n_samples,). With
         ``missing='marginalize'``, rows with NaN get the marginal density of their observed
-        values."""
+        values. Data read in chunks gives a NumPy array, a Dask array for a Dask ``X``."""
+        if (source := self._source(X)) is not None:
+            return source.map_rows(_chunk_log_prob, _host_params(self.params_))
         Xj, has_nan = self._checked_missing(X)
         if has_nan:
             return marginal.log_prob_missing(Xj, self.params_)
@@ -567,12 +605,17 @@ class GaussianMixture:
     def score(self, X, y=None, sample_weight=None):
         """Mean log-likelihood of ``X`` (higher is better); with ``sample_weight``
         (n_samples,), the weighted mean ``sum(w log p(x)) / sum(w)``."""
-        logp = self.score_samples(X)
-        w = check_sample_weight(sample_weight, logp.shape[0], logp.dtype)
-        return float(np.mean(logp) if w is None else np.sum(w * logp) / np.sum(w))
+        total, count = self._total_loglik(X, sample_weight)
+        return float(total / count)
 
     def _total_loglik(self, X, sample_weight):
         """``(sum(w log p(x)), sum(w))`` of the rows of ``X`` (weights 1 without weights)."""
+        if (source := self._source(X)) is not None:
+            w = check_sample_weight(sample_weight, source.shape[0], source.dtype)
+            total, count = source.map_reduce(
+                _chunk_total_log_prob, _host_params(self.params_), weights=w
+            )
+            return float(total), (source.shape[0] if w is None else float(count))
         logp = self.score_samples(X)
         w = check_sample_weight(sample_weight, logp.shape[0], logp.dtype)
         if w is None:
@@ -582,6 +625,9 @@ class GaussianMixture:
     def predict_proba(self, X):
         """Responsibilities; shape (n_samples, n_components), rows summing to one (from the
         observed values of rows with NaN, with ``missing='marginalize'``)."""
+        if (source := self._source(X)) is not None:
+            k = self.params_.n_components
+            return source.map_rows(_chunk_proba, _host_params(self.params_), out_shape=(k,))
         Xj, has_nan = self._checked_missing(X)
         if has_nan:
             return marginal.predict_proba_missing(Xj, self.params_)
@@ -589,6 +635,8 @@ class GaussianMixture:
 
     def predict(self, X):
         """Most probable component; shape (n_samples,)."""
+        if (source := self._source(X)) is not None:
+            return source.map_rows(_chunk_predict, _host_params(self.params_), out_dtype=np.int64)
         Xj, has_nan = self._checked_missing(X)
         if has_nan:
             return np.argmax(marginal.predict_proba_missing(Xj, self.params_), axis=1)

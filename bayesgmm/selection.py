@@ -51,6 +51,7 @@ from scipy.special import logsumexp
 from . import density
 from ._compile import LOW_OPT, SizedJit
 from ._random import as_key
+from ._sources import RowSource, as_source, is_out_of_core
 from ._validation import check_data, check_sample_weight
 from .covariance import COVARIANCE_TYPES, MOST_GENERAL, get_covariance_type
 from .estimator import GaussianMixture, n_parameters
@@ -106,7 +107,7 @@ def information_criteria(
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
-    X = check_data(X, n_features=model.n_features_in_)
+    X = _checked(X, n_features=model.n_features_in_)
     w = check_sample_weight(sample_weight, X.shape[0], X.dtype)
     n = X.shape[0] if w is None else float(np.sum(w))
     loglik, entropy, _ = _scores(model, X, w)
@@ -125,14 +126,45 @@ def information_criteria(
     }
 
 
-def _scores(model: GaussianMixture, X: np.ndarray, sample_weight=None):
+def _checked(X, **kwargs):
+    """``X`` validated: a :class:`~bayesgmm._sources.RowSource` for data read in chunks (a
+    Dask array, a memmap, an h5py/zarr dataset), else the NumPy array of ``check_data``."""
+    if not is_out_of_core(X):
+        return check_data(X, **kwargs)
+    source = as_source(X)
+    n_features = kwargs.get("n_features")
+    if n_features is not None and source.shape[1] != n_features:
+        raise ValueError(
+            f"X has {source.shape[1]} features, but the model is expecting {n_features} "
+            "features as input"
+        )
+    if source.shape[0] < kwargs.get("min_samples", 1):
+        raise ValueError(f"X has {source.shape[0]} sample(s); at least 2 required")
+    return source
+
+
+def _chunk_scores(chunk, w, params, log_weights):
+    loglik, entropy, _ = _scores_array(params, log_weights, chunk, w)
+    return np.asarray(loglik), np.asarray(entropy)
+
+
+def _scores(model: GaussianMixture, X, sample_weight=None):
     """``(log-likelihood, entropy, responsibilities (n_samples, K))`` of a fitted model; the
-    first two are sums over rows weighted by ``sample_weight`` when given."""
+    first two are sums over rows weighted by ``sample_weight`` when given. For data read in
+    chunks the sums are accumulated chunk by chunk and the responsibilities are None."""
+    log_weights = np.log(np.asarray(model.weights_))
+    if isinstance(X, RowSource):
+        params = jax.tree_util.tree_map(np.asarray, model.params_)
+        loglik, entropy = X.map_reduce(_chunk_scores, params, log_weights, weights=sample_weight)
+        return float(loglik), float(entropy), None
+    return _scores_array(model.params_, log_weights, X, sample_weight)
+
+
+def _scores_array(params, log_weights, X: np.ndarray, sample_weight=None):
     # One pass through the shared density code gives both the log-likelihood and the
     # responsibilities (one compiled function per model shape instead of two).
-    params = model.params_
     clp = _component_log_prob.pick(X.shape[0], params.n_components, params.n_features)
-    weighted = np.asarray(clp(X, params)) + np.log(np.asarray(model.weights_))
+    weighted = np.asarray(clp(X, params)) + log_weights
     log_px = logsumexp(weighted, axis=1)
     log_resp = weighted - log_px[:, None]
     # 0 * log 0 is 0: exp(-inf) * -inf would give NaN, so mask the exact zeros.
@@ -454,7 +486,13 @@ def select(
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
     if "n_components" in fit_kwargs or "covariance_type" in fit_kwargs:
         raise TypeError("pass n_components and covariance_types as select's own arguments")
-    X = check_data(X, min_samples=2)
+    X = _checked(X, min_samples=2)
+    if isinstance(X, RowSource) and strategy == "robust":
+        raise ValueError(
+            "strategy='robust' needs X in memory (its hierarchical-clustering and split "
+            "starts hold every row's responsibilities); for data read in chunks (a Dask "
+            "array, a memmap, an h5py/zarr dataset) use strategy='fast'"
+        )
     w = check_sample_weight(sample_weight, X.shape[0], X.dtype)
     if w is not None and fit_kwargs.get("init_params") == "hc":
         raise ValueError(

@@ -31,7 +31,7 @@ import bayesgmm
 PACKAGE = Path(bayesgmm.__file__).parent
 
 LAYERS = {
-    0: ("_exceptions", "_version", "_jax", "_compile", "_random", "_validation", "_devices"),
+    0: ("_exceptions", "_version", "_jax", "_compile", "_random", "_validation", "_devices", "_sources"),
     1: ("covariance", "prior", "params", "density", "marginal"),
     2: ("kmeans", "hc", "em", "model", "sampler", "relabel", "io", "convert"),
     3: ("estimator", "selection", "posterior"),
@@ -47,6 +47,7 @@ EM_ORDER = (
     "em.init",
     "em.driver",
     "em.missing",
+    "em.stream",
     "em.best",
     "em",
 )

@@ -16,7 +16,9 @@ Read in this order:
 5. :mod:`~bayesgmm.em.missing`: :func:`fit_em_missing`, EM on the observed coordinates of
    rows with missing values (the conditional expectations and covariances of the missing
    ones in the M-step);
-6. :mod:`~bayesgmm.em.init` (starting parameters) and :mod:`~bayesgmm.em.best`
+6. :mod:`~bayesgmm.em.stream`: :func:`fit_em_stream`, the same iteration over data read in
+   chunks (a Dask array, a memmap, an h5py/zarr dataset), one pass per iteration;
+7. :mod:`~bayesgmm.em.init` (starting parameters) and :mod:`~bayesgmm.em.best`
    (:func:`fit_best`, the best of ``n_init`` runs with its diagnostics: what
    :class:`bayesgmm.GaussianMixture` and :func:`bayesgmm.fit_posterior` call).
 
@@ -27,13 +29,14 @@ both kernel families, for every covariance type, with and without a prior.
 from .._validation import INIT_METHODS
 from ..prior import log_prior
 from .best import FIT_FAILED_MESSAGE, BestFit, fit_best, fit_summary
-from .centred import e_step
+from .centred import centred_step, e_step
 from .driver import fit_em
-from .expanded import EXPANDED_BLOCK_ROWS
+from .expanded import EXPANDED_BLOCK_ROWS, expanded_step, use_expanded
 from .init import initial_resp
 from .kernels import EMKernels, kernels_for
 from .missing import fit_em_missing, mean_imputed, missing_step
 from .reference import EMResult, SufficientStats, m_step, reference_em, sufficient_stats, to_blocks
+from .stream import INIT_ROWS, fit_em_stream, sample_rows
 
 __all__ = [
     "reference_em",
@@ -41,6 +44,9 @@ __all__ = [
     "SufficientStats",
     "to_blocks",
     "e_step",
+    "centred_step",
+    "expanded_step",
+    "use_expanded",
     "sufficient_stats",
     "m_step",
     "log_prior",
@@ -57,4 +63,7 @@ __all__ = [
     "FIT_FAILED_MESSAGE",
     "INIT_METHODS",
     "EXPANDED_BLOCK_ROWS",
+    "fit_em_stream",
+    "sample_rows",
+    "INIT_ROWS",
 ]

@@ -12,11 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._compile import LOW_OPT
+from .._sources import as_source, is_out_of_core
 from .._validation import collapsed_runs
 from ..params import GMMParams
 from .driver import fit_em
 from .missing import fit_em_missing
 from .reference import EMResult
+from .stream import fit_em_stream
 
 __all__ = ["BestFit", "fit_best", "fit_summary", "FIT_FAILED_MESSAGE"]
 
@@ -149,6 +151,9 @@ def fit_best(
     key : jax.random key
     X : array of shape (n_samples, n_features)
         NaN marks a missing value: rows with NaN run :func:`~bayesgmm.em.fit_em_missing`.
+        Data that is not one array in memory (a Dask array, a ``numpy.memmap``, an h5py or
+        zarr dataset: :func:`~bayesgmm._sources.is_out_of_core`) runs
+        :func:`~bayesgmm.em.stream.fit_em_stream`, chunk by chunk.
     n_components : int
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     stacklevel : int, default 2
@@ -178,8 +183,12 @@ def fit_best(
     >>> np.round(np.sort(np.asarray(fit.params.means).ravel()))
     array([0., 5.])
     """
-    X = np.asarray(X)
-    if np.isnan(X).any():
+    if is_out_of_core(X):
+        # Data read in chunks (a memmap, an h5py/zarr dataset, a Dask array): never whole.
+        source = as_source(X)
+        res, max_abs = fit_em_stream(key, source, n_components, covariance_type, **em_kwargs)
+        X = np.full((1, 1), max_abs, source.dtype)  # what the collapse check reads of X
+    elif np.isnan(X := np.asarray(X)).any():
         # Values missing at random (NaN; the estimator's missing="marginalize").
         res = fit_em_missing(key, X, n_components, covariance_type, **em_kwargs)
         X = np.where(np.isnan(X), 0, X)  # for the collapse check: the observed values' scale
