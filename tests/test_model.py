@@ -181,6 +181,9 @@ def _site(ct, prior, name):
     return tr[name]
 
 
+# full and diag by default (tied and spherical under -m extended): the mode's check is the same
+# code for every type, and each case costs ~12 s of tracing 400 perturbed log joints.
+@pytest.mark.parametrize("covariance_type", _suite.types("full", "diag"))
 def test_map_em_is_a_local_maximum_of_the_log_joint(data, covariance_type):
     prior = Prior.default(data, K, covariance_type)
     gm = GaussianMixture(
@@ -199,7 +202,7 @@ def test_map_em_is_a_local_maximum_of_the_log_joint(data, covariance_type):
     _suite.assert_local_maximum(f, u0)
 
 
-@pytest.mark.parametrize("covariance_type", _suite.types("full", "diag"))
+@pytest.mark.parametrize("covariance_type", _suite.types("full"))
 def test_prior_predictive_runs_without_data(covariance_type):
     X = np.random.default_rng(0).normal(size=(30, 2))
     prior = Prior.default(X, K, covariance_type)
