@@ -747,6 +747,31 @@ class GaussianMixture:
         return float(-2 * loglik + 2 * self._n_parameters())
 
 
+# Per-chunk prediction for data read in chunks: module-level functions of NumPy arguments, so
+# that a Dask task carries them to any worker.
+def _host_params(params: GMMParams) -> GMMParams:
+    return jax.tree_util.tree_map(np.asarray, params)
+
+
+def _chunk_log_prob(chunk, params):
+    return np.asarray(density.log_prob(jnp.asarray(chunk), params))
+
+
+def _chunk_proba(chunk, params):
+    return np.asarray(density.predict_proba(jnp.asarray(chunk), params))
+
+
+def _chunk_predict(chunk, params):
+    return np.asarray(density.predict(jnp.asarray(chunk), params)).astype(np.int64)
+
+
+def _chunk_total_log_prob(chunk, w, params):
+    logp = _chunk_log_prob(chunk, params)
+    if w is None:
+        return np.sum(logp), np.asarray(logp.shape[0], logp.dtype)
+    return np.sum(w * logp), np.sum(w)
+
+
 def load_estimator(path) -> GaussianMixture:
     """Load a :class:`GaussianMixture` saved by :meth:`GaussianMixture.save` (file format:
     :mod:`bayesgmm.io`); :func:`bayesgmm.load` reads either kind of file.
